@@ -1,0 +1,1 @@
+"""Agent registry and baselines; qtnet/, contest/ and group/ hold the learning agents."""

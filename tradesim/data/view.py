@@ -1,0 +1,124 @@
+"""Point-in-time access: ``MarketData.as_of(t)`` shows only what was knowable at ``t``.
+
+A view holds the decision time and, per symbol, the count of bars whose end is <= t; every
+accessor returns zero-copy, read-only slices bounded by that count, and any request reaching past
+``t`` raises :class:`LookAheadError`. Agents get data only through such a view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+
+from tradesim.data.bars import Bars, News, to_utc_stamp
+from tradesim.errors import LookAheadError, UnknownSymbolError
+
+
+class MarketData:
+    """A universe of bars (one :class:`Bars` per symbol) plus news, sliceable point-in-time."""
+
+    def __init__(self, bars: Mapping[str, Bars], news: News | None = None) -> None:
+        if not bars:
+            raise ValueError("MarketData needs at least one symbol's bars")
+        self._bars = dict(bars)
+        self._news = news if news is not None else News.empty()
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(self._bars)
+
+    @property
+    def news(self) -> News:
+        """All news (for loaders and reports, never handed to agents)."""
+        return self._news
+
+    def full(self, symbol: str) -> Bars:
+        """The whole history of ``symbol`` (engine and reports only; agents get views)."""
+        try:
+            return self._bars[symbol]
+        except KeyError:
+            raise UnknownSymbolError(f"symbol {symbol!r} is not in this data; "
+                                     f"loaded: {', '.join(self._bars)}") from None
+
+    def timeline(self) -> np.ndarray:
+        """Sorted union of all bar-end stamps: the clock a backtest steps through."""
+        return np.unique(np.concatenate([b.time for b in self._bars.values()]))
+
+    def fingerprints(self) -> dict[str, str]:
+        """Per-symbol data fingerprints (and ``news``) recorded with every run."""
+        out = {s: b.fingerprint() for s, b in self._bars.items()}
+        if len(self._news):
+            out["news"] = self._news.fingerprint()
+        return out
+
+    def as_of(self, t: object) -> PointInTimeView:
+        """The market as knowable at ``t``: bars ending <= t, news available <= t."""
+        stamp = t if isinstance(t, np.datetime64) else to_utc_stamp(t)
+        counts = {s: int(np.searchsorted(b.time, stamp, "right")) for s, b in self._bars.items()}
+        n_news = int(np.searchsorted(self._news.available_at, stamp, "right"))
+        return PointInTimeView(stamp, self._bars, counts, self._news, n_news)
+
+
+class PointInTimeView(Mapping[str, Bars]):
+    """Read-only market data as of ``time``; a mapping from symbol to its visible bars."""
+
+    __slots__ = ("_time", "_bars", "_counts", "_news", "_n_news")
+
+    def __init__(self, time: np.datetime64, bars: Mapping[str, Bars], counts: Mapping[str, int],
+                 news: News, n_news: int) -> None:
+        self._time, self._bars, self._counts = time, bars, counts
+        self._news, self._n_news = news, n_news
+
+    @property
+    def time(self) -> np.datetime64:
+        """Decision time (UTC ns): nothing later is visible."""
+        return self._time
+
+    def __getitem__(self, symbol: str) -> Bars:
+        return self.bars(symbol)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._bars)
+
+    def __len__(self) -> int:
+        return len(self._bars)
+
+    def _check(self, end: object | None) -> None:
+        if end is not None and to_utc_stamp(end) > self._time:
+            raise LookAheadError(f"asked for data up to {to_utc_stamp(end)} but the decision time "
+                                 f"is {self._time}; only data ending at or before it is visible")
+
+    def bars(self, symbol: str, *, start: object | None = None, end: object | None = None,
+             lookback: int | None = None) -> Bars:
+        """Visible bars of ``symbol`` (optionally from ``start``, to ``end`` <= time, last ``lookback``)."""
+        self._check(end)
+        if symbol not in self._bars:
+            raise UnknownSymbolError(f"symbol {symbol!r} is not in this universe; "
+                                     f"available: {', '.join(self._bars)}")
+        visible = self._bars[symbol].head(self._counts[symbol])
+        if start is not None or end is not None:
+            visible = visible.between(start, end)
+        if lookback is not None:
+            visible = visible.slice(max(0, len(visible) - lookback), len(visible))
+        return visible
+
+    def count(self, symbol: str) -> int:
+        """How many bars of ``symbol`` are visible."""
+        return self._counts[symbol]
+
+    def last_close(self, symbol: str) -> float:
+        """Close of the latest visible bar of ``symbol`` (NaN if none yet)."""
+        n = self._counts[symbol]
+        return float(self._bars[symbol].close[n - 1]) if n else float("nan")
+
+    def news(self, symbols: list[str] | tuple[str, ...] | None = None, *, end: object | None = None,
+             lookback: int | None = None) -> News:
+        """News available by ``time`` (optionally only for ``symbols``, the last ``lookback`` items)."""
+        self._check(end)
+        n = self._n_news if end is None else int(
+            np.searchsorted(self._news.available_at, to_utc_stamp(end), "right"))
+        items = self._news.head(n)
+        if symbols is not None:
+            items = items.for_symbols(symbols)
+        return items if lookback is None else items.tail(lookback)

@@ -1,0 +1,1 @@
+"""Clock, broker, fills and costs, ledger, the step loop, backtest runner and fast path."""

@@ -1,0 +1,1 @@
+"""Paper-trading daemon and its durable state."""

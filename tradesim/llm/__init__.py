@@ -1,0 +1,1 @@
+"""The one LLM gateway: providers, cache and replay, budget, structured output, journal."""

@@ -1,0 +1,1 @@
+"""HTML tear sheets with plots."""

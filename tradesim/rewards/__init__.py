@@ -1,0 +1,1 @@
+"""Metrics, per-step rewards, hack-resistant scores, hack audits and evaluation statistics."""
