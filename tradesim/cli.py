@@ -13,6 +13,210 @@ app = typer.Typer(help="Backtest, evaluate and paper-trade trading agents on one
 
 # --- data commands -------------------------------------------------------------------------
 
+from pathlib import Path as _DataPath  # noqa: E402
+
+from tradesim.errors import TradesimError as _DataError  # noqa: E402
+
+data_app = typer.Typer(help="Market data: the embedded sample, fetch into the cache, list, verify.",
+                       invoke_without_command=True)
+app.add_typer(data_app, name="data")
+
+_SOURCE_HELP = "sample | synthetic | files | yfinance (or module:Class)"
+
+
+def _data_fail(exc: Exception) -> typer.Exit:
+    """Print a tradesim error as one red line and give exit code 2."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
+    return typer.Exit(code=2)
+
+
+def _data_source(source: str, path: _DataPath | None, raw: bool, quality: str | None = None):
+    """Open the named source with the options its CLI flags map to."""
+    from tradesim.data.load import open_source
+
+    options: dict[str, object] = {}
+    if source == "files":
+        if path is None:
+            raise typer.BadParameter("--source files needs --path FOLDER_OR_FILE")
+        options["root"] = path
+        if quality is not None:
+            options["quality"] = quality
+    if source in ("yfinance", "yahoo"):
+        options["auto_adjust"] = not raw
+    return open_source(source, **options)
+
+
+def _data_console():
+    """A rich console; piped output gets room for the wide tables instead of 80 columns."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _findings_table(findings: list, title: str):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("symbol", "date", "check", "problem", "fix"):
+        table.add_column(col, overflow="fold")
+    for f in findings:
+        day = "" if f.time is None else str(f.time)[:10]
+        table.add_row(f.symbol, day, f.check, f.message, f.fix)
+    return table
+
+
+@data_app.callback()
+def data_summary(ctx: typer.Context) -> None:
+    """Summarise the embedded default market (symbols, dates, bars, news, fingerprints)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from tradesim.data.load import load_market
+
+    try:
+        market = load_market(symbols=None, source="sample")
+    except _DataError as exc:
+        raise _data_fail(exc) from None
+    prints = market.fingerprints()
+    table = Table(title="Embedded sample (offline default): synthetic, seeded, adjusted daily bars")
+    for col, justify in (("symbol", "left"), ("first bar (UTC)", "left"),
+                         ("last bar (UTC)", "left"), ("bars", "right"), ("fingerprint", "left")):
+        table.add_column(col, justify=justify)
+    total = 0
+    for symbol in market.symbols:
+        bars = market.full(symbol)
+        total += len(bars)
+        table.add_row(symbol, str(bars.time[0])[:16].replace("T", " "),
+                      str(bars.time[-1])[:16].replace("T", " "), f"{len(bars):,}", prints[symbol])
+    console = _data_console()
+    console.print(table)
+    console.print(f"{len(market.symbols)} symbols, {total:,} bars, {len(market.news):,} news "
+                  f"items (fingerprint {prints.get('news', '-')})")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    symbols: list[str] = typer.Argument(..., help="tickers, e.g. AAPL MSFT ^GSPC"),
+    source: str = typer.Option("yfinance", help=_SOURCE_HELP),
+    start: str | None = typer.Option(None, help="first date (default: the whole history)"),
+    end: str | None = typer.Option(None, help="last date, inclusive (default: now)"),
+    interval: str = typer.Option("1d", help="1m 2m 5m 15m 30m 1h 1d"),
+    path: _DataPath | None = typer.Option(None, help="folder or file, for --source files"),
+    raw: bool = typer.Option(False, "--raw", help="unadjusted prices (yfinance)"),
+    refresh: bool = typer.Option(False, help="fetch the cached window again"),
+    cache: _DataPath | None = typer.Option(None, help="cache folder (default $TRADESIM_CACHE)"),
+) -> None:
+    """Fetch bars into the local cache (only the missing ranges), one status line per symbol."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import Progress
+
+    from tradesim.data.store import Store
+
+    console = _data_console()
+    try:
+        src = _data_source(source, path, raw)
+        store = Store(cache)
+    except _DataError as exc:
+        raise _data_fail(exc) from None
+    failed = 0
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"fetching from {src.name}", total=len(symbols))
+        for symbol in symbols:
+            progress.update(task, description=f"{symbol} from {src.name}")
+            try:
+                bars = store.get(src, symbol, interval=interval, start=start, end=end,
+                                 refresh=refresh)
+            except _DataError as exc:
+                failed += 1
+                console.print(f"[red]{escape(symbol)}: {escape(str(exc))}[/red]")
+            else:
+                span = (f"{str(bars.time[0])[:10]} .. {str(bars.time[-1])[:10]}" if len(bars)
+                        else "no bars in this window")
+                console.print(f"[green]{escape(symbol)}[/green]: {len(bars):,} {interval} bars, "
+                              f"{span}, fingerprint {bars.fingerprint()}")
+            progress.advance(task)
+    console.print(f"cache: {store.root}")
+    if failed:
+        raise typer.Exit(code=2)
+
+
+@data_app.command("list")
+def data_list(cache: _DataPath | None = typer.Option(None, help="cache folder")) -> None:
+    """Table of what the local cache holds."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tradesim.data.store import Store
+
+    store = Store(cache)
+    try:
+        entries = store.entries()
+    except _DataError as exc:
+        raise _data_fail(exc) from None
+    console = _data_console()
+    if not entries:
+        console.print(f"the cache at {store.root} is empty; fill it with: tradesim data fetch AAPL")
+        return
+    table = Table(title=f"cache {store.root}")
+    table.add_column("source", overflow="fold")
+    for col in ("symbol", "interval", "adj", "rows", "first", "last", "fingerprint", "fetched"):
+        table.add_column(col, justify="right" if col == "rows" else "left", no_wrap=True)
+    for e in entries:
+        table.add_row(e.source, e.symbol, e.interval, "yes" if e.adjusted else "no",
+                      f"{e.rows:,}", str(e.first)[:10], str(e.last)[:10], e.fingerprint,
+                      e.fetched_at[:10])
+    console.print(table)
+
+
+@data_app.command("verify")
+def data_verify(
+    source: str | None = typer.Option(None, help=f"check a source instead of the cache: "
+                                                 f"{_SOURCE_HELP}"),
+    path: _DataPath | None = typer.Option(None, help="folder or file, for --source files"),
+    symbols: list[str] | None = typer.Option(None, "--symbol", help="only these symbols"),
+    interval: str = typer.Option("1d", help="bar interval to check"),
+    quality: str = typer.Option("raise", help="raise: exit 1 on findings; warn: report only"),
+    allow: list[str] | None = typer.Option(None, "--allow", help="skip a check (repeatable)"),
+    cache: _DataPath | None = typer.Option(None, help="cache folder"),
+) -> None:
+    """Run the data-quality checks over the cache (or a source) and print every finding."""
+    from rich.console import Console
+
+    from tradesim.data.load import verify_source
+    from tradesim.data.store import Store
+
+    if quality not in ("raise", "warn"):
+        raise typer.BadParameter("--quality is raise or warn")
+    if path is not None and source is None:
+        source = "files"
+    try:
+        if source is None:
+            store = Store(cache)
+            findings = store.verify(allow=tuple(allow or ()))
+            what = f"cache {store.root} ({len(store.entries())} entries)"
+        else:
+            src = _data_source(source, path, raw=False, quality="warn")
+            findings = verify_source(src, symbols=symbols, interval=interval,
+                                     allow=tuple(allow or ()))
+            what = f"source {src.name}" + (f" {path}" if path else "")
+    except _DataError as exc:
+        raise _data_fail(exc) from None
+    console = _data_console()
+    if not findings:
+        console.print(f"[green]no findings[/green] in {what}")
+        return
+    console.print(_findings_table(findings, f"{len(findings)} finding(s) in {what}"))
+    if quality == "raise":
+        raise typer.Exit(code=1)
+
 # --- backtest commands ---------------------------------------------------------------------
 
 # --- audit and evaluate commands -----------------------------------------------------------

@@ -58,3 +58,67 @@ class SourceOfflineError(DataSourceError):
 
 class ConfigError(TradesimError, ValueError):
     """A configuration value or spec is invalid; names the key and the accepted values."""
+
+
+class LLMError(TradesimError):
+    """An LLM gateway call could not be served; subclasses say why."""
+
+
+class MissingAPIKeyError(LLMError, ConfigError):
+    """The chosen LLM provider needs a key from an environment variable that is not set."""
+
+
+class ReplayMissError(LLMError, LookupError):
+    """Strict replay was asked for a call that is not in the cache; names the call."""
+
+
+class BudgetExceededError(LLMError):
+    """The run's LLM budget (tokens or dollars) is spent; the run stops cleanly."""
+
+
+class LLMProviderError(LLMError):
+    """The provider refused or failed the call (after retries where retrying can help)."""
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.status, self.retryable = status, retryable
+
+
+class LLMTimeoutError(LLMProviderError):
+    """The provider did not answer within the configured timeout (after retries)."""
+
+
+class EngineError(TradesimError):
+    """The backtest engine stopped; carries the step, its time and the partial run record."""
+
+    def __init__(self, message: str, *, step: int | None = None, time: object | None = None) -> None:
+        where = ", ".join(p for p in (f"step {step}" if step is not None else "",
+                                      f"time {time}" if time is not None else "") if p)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.step, self.time = step, time
+        self.partial_result = None  # the RunResult up to the failure (set by the runner)
+
+
+class LedgerInvariantError(EngineError, AssertionError):
+    """A ledger invariant broke (cash conservation, equity identity, leverage, negative equity)."""
+
+    def __init__(self, message: str, *, step: int | None = None, time: object | None = None,
+                 numbers: dict | None = None, orders: list | None = None) -> None:
+        detail = "".join(f"\n  {k} = {v!r}" for k, v in (numbers or {}).items())
+        detail += "".join(f"\n  order {o}" for o in (orders or []))
+        super().__init__(message + detail, step=step, time=time)
+        self.numbers, self.orders = dict(numbers or {}), list(orders or [])
+
+
+class AgentDecisionError(EngineError, ValueError):
+    """An agent raised or returned an invalid Decision (NaN, over-leveraged, unknown symbol)."""
+
+
+class DataQualityWarning(UserWarning):
+    """Quality findings let through by ``quality='warn'`` (or left after a repair); carries them."""
+
+    def __init__(self, findings: list) -> None:  # list[quality.Finding]
+        self.findings = list(findings)
+        head = "\n".join(f"  - {f}" for f in self.findings[:20])
+        more = f"\n  ... and {len(self.findings) - 20} more" if len(self.findings) > 20 else ""
+        super().__init__(f"{len(self.findings)} data-quality finding(s) let through:\n{head}{more}")

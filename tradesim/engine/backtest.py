@@ -1,0 +1,168 @@
+"""Backtest runner: a frozen, TOML-loadable config in, a RunResult out (partial on failure)."""
+
+from __future__ import annotations
+
+import time as _time
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tradesim.contracts import Agent
+from tradesim.data.bars import to_utc_stamp
+from tradesim.data.view import MarketData
+from tradesim.engine.costs import CostModel, load_costs
+from tradesim.engine.loop import Engine, closes_on, run_loop
+from tradesim.engine.record import Recorder, RunResult
+from tradesim.errors import ConfigError, EngineError
+
+
+class BacktestConfig(BaseModel):
+    """Everything that defines a backtest; snapshotted into every RunResult."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agent: str = Field("buy_and_hold", description="built-in name, module:Class or TOML spec")
+    agent_params: dict[str, Any] = Field(default_factory=dict)
+    symbols: tuple[str, ...] = ()
+    start: str | None = None
+    end: str | None = None
+    source: str = "sample"
+    interval: str = "1d"
+    quality: str = "strict"
+    costs: CostModel = Field(default_factory=lambda: load_costs("default"))
+    initial_cash: float = Field(100_000.0, gt=0)
+    fill: Literal["next_open", "close"] = "next_open"
+    lot_size: float = Field(1.0, gt=0)
+    fractional: bool = False
+    allow_short: bool = False
+    max_leverage: float = Field(1.0, gt=0)
+    maintenance_margin: float = Field(0.25, ge=0, lt=1)
+    benchmark: str | None = None
+    on_agent_error: Literal["raise", "hold"] = "raise"
+    seed: int = 0
+
+    @field_validator("costs", mode="before")
+    @classmethod
+    def _costs(cls, value: Any) -> CostModel:
+        return load_costs(value)
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _symbols(cls, value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [s for s in value.replace(",", " ").split() if s]
+        return tuple(value)
+
+    @model_validator(mode="after")
+    def _dates(self) -> BacktestConfig:
+        for key in ("start", "end"):
+            value = getattr(self, key)
+            if value is not None:
+                try:
+                    to_utc_stamp(value)
+                except (ValueError, TypeError) as exc:
+                    raise ValueError(f"{key} = {value!r} is not a date (use YYYY-MM-DD)") from exc
+        if self.start and self.end and to_utc_stamp(self.start) > to_utc_stamp(self.end):
+            raise ValueError(f"start {self.start} is after end {self.end}")
+        return self
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides: Any) -> BacktestConfig:
+        """Load a config file (top level or a ``[backtest]`` table), then apply ``overrides``."""
+        p = Path(path)
+        try:
+            raw = tomllib.loads(p.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {p}: {exc}") from exc
+        return cls.build(**{**raw.get("backtest", raw), **overrides})
+
+    @classmethod
+    def build(cls, **fields: Any) -> BacktestConfig:
+        """Validate ``fields``; errors become ConfigError naming the key."""
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as exc:
+            lines = [f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()]
+            raise ConfigError("invalid backtest config:\n  " + "\n  ".join(lines)) from exc
+
+
+def run_backtest(*, config: BacktestConfig, agent: Agent | None = None,
+                 data: MarketData | None = None, progress: Callable[[int, int], None] | None = None,
+                 save_to: str | Path | None = None) -> RunResult:
+    """Run ``agent`` (default: loaded from ``config.agent``) over ``data`` (default: loaded).
+
+    On an engine or agent error the partial RunResult is built (and saved to ``save_to`` when
+    given), attached to the exception as ``partial_result``, and the exception re-raised.
+    """
+    if agent is None:
+        from tradesim.agents.registry import load_agent
+        agent = load_agent(config.agent, **config.agent_params)
+    if data is None:
+        from tradesim.data.load import load_market
+        wanted = list(config.symbols) + ([config.benchmark] if config.benchmark
+                                         and config.benchmark not in config.symbols else [])
+        data = load_market(symbols=wanted, source=config.source, start=config.start,
+                           end=config.end, interval=config.interval, quality=config.quality)
+    universe = config.symbols or tuple(s for s in data.symbols if s != config.benchmark)
+    for s in (*universe, *([config.benchmark] if config.benchmark else [])):
+        data.full(s)  # UnknownSymbolError names it and lists what is loaded
+    clock = _clock(data, universe, config)
+    if not len(clock):
+        raise ConfigError(f"no bars of {', '.join(universe)} between {config.start} and "
+                          f"{config.end}; widen the dates or check the data")
+    engine = Engine(symbols=universe, initial_cash=config.initial_cash, costs=config.costs,
+                    fill=config.fill, lot_size=config.lot_size, fractional=config.fractional,
+                    allow_short=config.allow_short, max_leverage=config.max_leverage,
+                    maintenance_margin=config.maintenance_margin)
+    recorder = Recorder(clock=clock, symbols=universe)
+    meta: dict[str, Any] = {"agent": getattr(agent, "name", type(agent).__name__),
+                            "bars": int(len(clock)), "partial": False}
+    bench = closes_on(data, config.benchmark, clock) if config.benchmark else None
+    started = _time.perf_counter()
+    try:
+        run_loop(engine=engine, agent=agent, data=data, universe=universe, clock=clock,
+                 recorder=recorder, interval=config.interval,
+                 on_agent_error=config.on_agent_error, progress=progress)
+    except EngineError as exc:
+        meta.update(partial=True, error=f"{type(exc).__name__}: {exc}")
+        exc.partial_result = _finish(config, data, engine, recorder, bench, meta, started, save_to)
+        raise
+    if engine.ruined:
+        meta["stopped"] = "ruin: equity fell to zero or below"
+    return _finish(config, data, engine, recorder, bench, meta, started, save_to)
+
+
+def _clock(data: MarketData, universe: tuple[str, ...], config: BacktestConfig) -> np.ndarray:
+    """Bar-end stamps of the universe within [start, end] (earlier bars stay visible as history)."""
+    clock = np.unique(np.concatenate([data.full(s).time for s in universe]))
+    if config.start:
+        clock = clock[clock >= to_utc_stamp(config.start)]
+    if config.end:
+        end = to_utc_stamp(config.end)
+        if len(config.end) <= 10:  # a date: include bars ending any time that day
+            end = end + np.timedelta64(1, "D") - np.timedelta64(1, "ns")
+        clock = clock[clock <= end]
+    return clock
+
+
+def _finish(config: BacktestConfig, data: MarketData, engine: Engine, recorder: Recorder,
+            bench: np.ndarray | None, meta: dict[str, Any], started: float,
+            save_to: str | Path | None) -> RunResult:
+    for event in engine.events:
+        recorder.event(**event)
+    meta["seconds"] = round(_time.perf_counter() - started, 6)
+    try:
+        from tradesim.rewards.metrics import compute_metrics
+    except ImportError:
+        compute_metrics = None
+    result = recorder.build(config=config.model_dump(mode="json"), fingerprints=data.fingerprints(),
+                            fill_mode=config.fill, orders=engine.broker.orders, fills=engine.fills,
+                            benchmark=bench, initial_cash=config.initial_cash, meta=meta,
+                            metrics_fn=compute_metrics)
+    if save_to is not None:
+        result.save(save_to)
+    return result

@@ -1,0 +1,192 @@
+"""Broker: target weights -> orders, and orders -> fills against one bar (prices, caps, costs).
+
+Quantities are decided at decision time from the last visible close (the next open is not yet
+knowable). Market orders fill at the next bar's open (or the same bar's close when the run says
+``fill="close"``); limit and stop orders and per-position stop-loss / take-profit trigger against
+the bar's high/low with gap-through (a level gapped through fills at the open), and when a
+stop-loss and a take-profit both sit inside one bar the adverse one (the stop) is assumed first.
+The price functions are pure and vectorised so a fast path can reuse them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tradesim.contracts import Fill
+from tradesim.engine.costs import CostModel, trade_costs
+from tradesim.errors import LedgerInvariantError
+
+MARKET, LIMIT, STOP = "market", "limit", "stop"
+_PRICE_TOL = 1e-9
+
+
+@dataclass(slots=True)
+class Order:
+    """One order: signed quantity (+ buy, - sell), kind, trigger level, and what became of it."""
+
+    id: int
+    time: np.datetime64  # when it was created (decision time)
+    symbol: str
+    col: int  # column of ``symbol`` in the engine's universe
+    quantity: float
+    kind: str = MARKET
+    level: float = math.nan  # limit or stop price
+    reason: str = "rebalance"
+    status: str = "open"  # open | filled | partial | cancelled
+    filled: float = 0.0
+    fill_time: np.datetime64 | None = None
+
+    def __str__(self) -> str:
+        lvl = "" if math.isnan(self.level) else f" @{self.level:g}"
+        return (f"#{self.id} {self.kind} {self.symbol} {self.quantity:+g}{lvl} "
+                f"({self.reason}, {self.status}, filled {self.filled:+g})")
+
+
+def target_shares(weights: np.ndarray, equity: float, prices: np.ndarray, *, lot_size: float = 1.0,
+                  fractional: bool = False) -> np.ndarray:
+    """Shares that hold ``weights`` of ``equity`` at ``prices``, truncated toward zero to whole lots."""
+    raw = weights * equity / prices
+    if fractional:
+        return raw
+    return np.trunc(raw / lot_size) * lot_size
+
+
+def order_fill_price(kind: str, quantity: float, level: float, open_: float, high: float,
+                     low: float) -> float:
+    """Fill price of a market/limit/stop order in a bar (NaN when it does not trigger)."""
+    if kind == MARKET:
+        return open_
+    buy = quantity > 0
+    if kind == LIMIT:
+        if buy:
+            return min(open_, level) if low <= level else math.nan
+        return max(open_, level) if high >= level else math.nan
+    if buy:  # stop
+        return max(open_, level) if high >= level else math.nan
+    return min(open_, level) if low <= level else math.nan
+
+
+def exit_prices(position: np.ndarray, stop: np.ndarray, target: np.ndarray, open_: np.ndarray,
+                high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per symbol: exit price (NaN: none) and 1 for stop-loss / 2 for take-profit.
+
+    Long: stop hit when low <= stop, target when high >= target; short mirrors it. A level the
+    open already passed fills at the open; both inside the bar -> the stop (adverse first).
+    """
+    long, short = position > 0, position < 0
+    with np.errstate(invalid="ignore"):
+        stop_hit = (long & (low <= stop)) | (short & (high >= stop))
+        tgt_hit = (long & (high >= target)) | (short & (low <= target))
+        stop_gap = (long & (open_ <= stop)) | (short & (open_ >= stop))
+        tgt_gap = (long & (open_ >= target)) | (short & (open_ <= target))
+    stop_px = np.where(long, np.fmin(open_, stop), np.fmax(open_, stop))
+    tgt_px = np.where(long, np.fmax(open_, target), np.fmin(open_, target))
+    # the open comes first: a gapped target beats an in-bar stop; otherwise the stop wins
+    use_tgt = tgt_hit & (tgt_gap | ~stop_hit) & ~stop_gap
+    use_stop = stop_hit & ~use_tgt
+    price = np.where(use_stop, stop_px, np.where(use_tgt, tgt_px, np.nan))
+    reason = np.where(use_stop, 1, np.where(use_tgt, 2, 0))
+    return price, reason
+
+
+def check_in_bar(price: float, high: float, low: float, *, symbol: str, time: object,
+                 step: int, order: Order | None = None) -> None:
+    """Raise unless ``price`` lies within the bar's low..high (the engine's fill guarantee)."""
+    tol = _PRICE_TOL * max(abs(high), abs(low), 1.0)
+    if not (low - tol <= price <= high + tol):
+        raise LedgerInvariantError(
+            f"fill for {symbol} at {price!r} lies outside the bar's low..high; if the bar itself "
+            "is inconsistent (open/close outside low..high) repair the data (quality='repair')",
+            step=step, time=time, numbers={"price": price, "low": low, "high": high},
+            orders=[order] if order is not None else None)
+
+
+class Broker:
+    """Holds open orders of one account and turns them into fills bar by bar."""
+
+    def __init__(self, *, symbols: tuple[str, ...], costs: CostModel) -> None:
+        self.symbols = symbols
+        self.costs = costs
+        self.open_orders: list[Order] = []
+        self.orders: list[Order] = []  # every order ever created, in creation order
+        self._next_id = 1
+
+    def create(self, *, time: np.datetime64, col: int, quantity: float, kind: str = MARKET,
+               level: float = math.nan, reason: str = "rebalance") -> Order:
+        """Create and queue an order (it executes from the next bar processed)."""
+        if kind not in (MARKET, LIMIT, STOP):
+            raise ValueError(f"unknown order kind {kind!r}; use market, limit or stop")
+        if kind != MARKET and not (math.isfinite(level) and level > 0):
+            raise ValueError(f"{kind} order for {self.symbols[col]} needs a positive level, got {level!r}")
+        order = Order(self._next_id, time, self.symbols[col], col, float(quantity), kind,
+                      float(level), reason)
+        self._next_id += 1
+        self.orders.append(order)
+        self.open_orders.append(order)
+        return order
+
+    def cancel(self, order: Order) -> None:
+        """Cancel an open order (a partially filled one keeps status ``partial``)."""
+        if order in self.open_orders:
+            self.open_orders.remove(order)
+            if order.status == "open":
+                order.status = "cancelled"
+
+    def cancel_all(self, *, col: int | None = None, kind: str | None = None) -> None:
+        """Cancel open orders, optionally only one symbol's or one kind's."""
+        for order in list(self.open_orders):
+            if (col is None or order.col == col) and (kind is None or order.kind == kind):
+                self.cancel(order)
+
+    def execute(self, *, step: int, time: np.datetime64, ref: np.ndarray, high: np.ndarray,
+                low: np.ndarray, volume: np.ndarray,
+                kinds: tuple[str, ...] = (MARKET, LIMIT, STOP)) -> list[tuple[Order, Fill]]:
+        """Fill open orders in this bar: market orders at ``ref`` (the open, or the close in
+        close-fill mode), limit/stop orders by their trigger rules; returns (order, fill) pairs.
+
+        The participation cap shrinks a fill and cancels the rest of the order.
+        """
+        out: list[tuple[Order, Fill]] = []
+        cap = self.costs.participation_cap
+        used = np.zeros(len(self.symbols)) if cap is not None else None
+        for order in list(self.open_orders):
+            j = order.col
+            px_ref = ref[j]
+            if px_ref != px_ref or order.kind not in kinds:
+                continue  # no bar for this symbol now (NaN), or not this phase's business
+            price = order_fill_price(order.kind, order.quantity, order.level, float(px_ref),
+                                     float(high[j]), float(low[j]))
+            if price != price:
+                continue
+            remaining = order.quantity - order.filled
+            qty = remaining
+            if cap is not None:
+                room = max(cap * float(np.nan_to_num(volume[j])) - used[j], 0.0)
+                qty = math.copysign(min(abs(remaining), room), remaining)
+                used[j] += abs(qty)
+            self.open_orders.remove(order)
+            if qty == 0.0:
+                order.status = "cancelled"
+                continue
+            check_in_bar(price, float(high[j]), float(low[j]), symbol=order.symbol, time=time,
+                         step=step, order=order)
+            order.filled += qty
+            order.fill_time = time
+            order.status = "filled" if qty == remaining else "partial"
+            out.append((order, self.make_fill(time=time, col=j, quantity=qty, price=price,
+                                              volume=float(volume[j]), reason=order.kind
+                                              if order.reason == "rebalance" and order.kind != MARKET
+                                              else order.reason)))
+        return out
+
+    def make_fill(self, *, time: np.datetime64, col: int, quantity: float, price: float,
+                  volume: float, reason: str) -> Fill:
+        """A fill with its costs from the cost model."""
+        c, s, sl = trade_costs(np.array([quantity]), np.array([price]), np.array([volume]),
+                               self.costs)
+        return Fill(time=time, symbol=self.symbols[col], quantity=float(quantity), price=float(price),
+                    commission=float(c[0]), spread_cost=float(s[0]), slippage_cost=float(sl[0]),
+                    reason=reason)

@@ -1,0 +1,130 @@
+"""Transaction-cost model: commission, half-spread, slippage with square-root impact, borrow fee.
+
+Costs are cash amounts charged on ``|Δposition|`` (never on the signed position) and kept apart
+from the fill price, so every fill price stays inside the bar's low..high. The functions below are
+pure and work on NumPy arrays so the event loop and a vectorised kernel share the same arithmetic.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tradesim.errors import ConfigError
+
+_YEAR_NS = 365.25 * 86_400 * 1e9
+
+
+class CostModel(BaseModel):
+    """What a trade costs; all rates in basis points of traded notional unless named otherwise.
+
+    ``participation_cap`` limits a fill to that fraction of the bar's volume: the excess is
+    **cancelled**, not carried (the next decision re-targets weights, so a carried remainder would
+    trade a stale target). With a cap set, a bar with zero volume fills nothing.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    commission_fixed: float = Field(0.0, ge=0, description="cash per order fill")
+    commission_bps: float = Field(0.0, ge=0)
+    half_spread_bps: float = Field(0.0, ge=0)
+    slippage_bps: float = Field(0.0, ge=0)
+    impact_coef: float = Field(0.0, ge=0, description="cost fraction = coef * sqrt(qty / volume)")
+    participation_cap: float | None = Field(None, gt=0, le=1)
+    borrow_bps_annual: float = Field(0.0, ge=0, description="fee on short market value, per year")
+
+    @classmethod
+    def preset(cls, name: str) -> CostModel:
+        """One of the named presets (``zero``, ``default``, ``retail``)."""
+        try:
+            return PRESETS[name]
+        except KeyError:
+            raise ConfigError(f"unknown cost preset {name!r}; use one of {', '.join(PRESETS)} "
+                              "or the path of a TOML file") from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> CostModel:
+        """Load from TOML: either the fields, or ``preset = "name"`` plus fields to override."""
+        p = Path(path)
+        try:
+            raw = tomllib.loads(p.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cost file {p}: {exc}") from exc
+        return load_costs(raw.get("costs", raw), where=str(p))
+
+    @property
+    def is_zero(self) -> bool:
+        return not any((self.commission_fixed, self.commission_bps, self.half_spread_bps,
+                        self.slippage_bps, self.impact_coef, self.borrow_bps_annual))
+
+
+PRESETS: dict[str, CostModel] = {
+    "zero": CostModel(),
+    "default": CostModel(commission_bps=1.0, half_spread_bps=1.0, slippage_bps=1.0,
+                         impact_coef=0.1, participation_cap=0.1, borrow_bps_annual=50.0),
+    "retail": CostModel(commission_fixed=1.0, half_spread_bps=2.0, slippage_bps=2.0,
+                        impact_coef=0.1, participation_cap=0.05, borrow_bps_annual=300.0),
+}
+
+
+def load_costs(spec: str | Path | Mapping | CostModel | None, *, where: str = "costs") -> CostModel:
+    """A cost model from a preset name, a TOML path, a mapping (``preset`` + overrides) or a model."""
+    if spec is None:
+        return PRESETS["default"]
+    if isinstance(spec, CostModel):
+        return spec
+    if isinstance(spec, Mapping):
+        fields = dict(spec)
+        base = CostModel.preset(str(fields.pop("preset"))) if "preset" in fields else CostModel()
+        try:
+            return CostModel.model_validate({**base.model_dump(), **fields})
+        except ValidationError as exc:
+            raise ConfigError(f"{where}: invalid cost settings: {exc}") from exc
+    text = str(spec)
+    if text in PRESETS:
+        return PRESETS[text]
+    if text.endswith(".toml") or Path(text).is_file():
+        return CostModel.from_toml(text)
+    return CostModel.preset(text)
+
+
+def trade_costs(qty: np.ndarray, price: np.ndarray, volume: np.ndarray,
+                model: CostModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(commission, spread cost, slippage+impact cost) of fills of ``qty`` shares at ``price``.
+
+    Signed quantities are allowed; only ``|qty|`` matters. Zero quantities cost nothing.
+    """
+    q = np.abs(np.asarray(qty, dtype=np.float64))
+    notional = q * np.asarray(price, dtype=np.float64)
+    traded = q > 0
+    commission = np.where(traded, model.commission_fixed + notional * (model.commission_bps * 1e-4),
+                          0.0)
+    spread = notional * (model.half_spread_bps * 1e-4)
+    slip = notional * (model.slippage_bps * 1e-4)
+    if model.impact_coef:
+        vol = np.asarray(volume, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            part = np.where(vol > 0, q / vol, 1.0)
+        slip = slip + notional * model.impact_coef * np.sqrt(np.minimum(part, 1.0))
+    return commission, spread, slip
+
+
+def cap_quantity(qty: np.ndarray, volume: np.ndarray, cap: float | None) -> np.ndarray:
+    """``qty`` limited to ``cap`` times the bar volume (sign kept); unchanged without a cap."""
+    q = np.asarray(qty, dtype=np.float64)
+    if cap is None:
+        return q
+    limit = cap * np.nan_to_num(np.asarray(volume, dtype=np.float64), nan=0.0)
+    return np.sign(q) * np.minimum(np.abs(q), np.maximum(limit, 0.0))
+
+
+def borrow_fee(positions: np.ndarray, marks: np.ndarray, bps_annual: float, elapsed_ns: float) -> float:
+    """Fee for holding the short side of ``positions`` over ``elapsed_ns`` (calendar time)."""
+    if not bps_annual or elapsed_ns <= 0:
+        return 0.0
+    short_value = float(np.sum(np.where(positions < 0, -positions * marks, 0.0)))
+    return short_value * bps_annual * 1e-4 * elapsed_ns / _YEAR_NS

@@ -1,0 +1,259 @@
+"""The record of a run: RunResult (what a run produced) and the recorder the loop fills per step.
+
+A run folder holds ``config.json``, ``meta.json`` (fingerprints, fill mode, metrics, run facts) and
+one Parquet file per table; ``RunResult.load`` reads it back exactly. The recorder keeps per-step
+numbers in preallocated arrays and raw Python records, and builds DataFrames once at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tradesim.contracts import Decision, Fill
+from tradesim.engine.broker import Order
+
+TABLES: tuple[str, ...] = ("equity", "weights", "orders", "fills", "trades", "decisions", "events")
+
+_COLUMNS: dict[str, dict[str, str]] = {
+    "orders": {"id": "int64", "time": "datetime64[ns, UTC]", "symbol": "str", "quantity": "float64",
+               "kind": "str", "level": "float64", "reason": "str", "status": "str",
+               "filled": "float64", "fill_time": "datetime64[ns, UTC]"},
+    "fills": {"time": "datetime64[ns, UTC]", "step": "int64", "symbol": "str", "quantity": "float64",
+              "price": "float64", "commission": "float64", "spread_cost": "float64",
+              "slippage_cost": "float64", "reason": "str", "order_id": "int64"},
+    "trades": {"symbol": "str", "entry_time": "datetime64[ns, UTC]",
+               "exit_time": "datetime64[ns, UTC]", "quantity": "float64", "entry_price": "float64",
+               "exit_price": "float64", "gross_pnl": "float64", "costs": "float64", "pnl": "float64",
+               "return": "float64", "bars_held": "int64", "exit_reason": "str"},
+    "decisions": {"time": "datetime64[ns, UTC]", "step": "int64", "weights": "str",
+                  "stop_loss": "str", "take_profit": "str", "confidence": "float64",
+                  "rationale": "str", "llm_calls": "str", "fallback": "str", "error": "str"},
+    "events": {"time": "datetime64[ns, UTC]", "step": "int64", "kind": "str", "detail": "str"},
+}
+
+
+def _frame(name: str, rows: list[dict]) -> pd.DataFrame:
+    """A table with fixed columns and dtypes (also when empty), so saving round-trips exactly."""
+    cols = _COLUMNS[name]
+    data = {c: [r[c] for r in rows] for c in cols}
+    out = pd.DataFrame({c: pd.Series(v, dtype=object) for c, v in data.items()})
+    for c, dt in cols.items():
+        if dt.startswith("datetime"):
+            out[c] = pd.to_datetime(pd.Series(data[c], dtype="datetime64[ns]")).dt.tz_localize("UTC")
+        else:
+            out[c] = out[c].astype(dt)
+    return out
+
+
+def _utc_index(stamps: np.ndarray) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(stamps.astype("datetime64[ns]"), name="time").tz_localize("UTC")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything a run produced, with the exact config and data it ran on."""
+
+    config: dict[str, Any]  # frozen snapshot (BacktestConfig.model_dump(mode="json"))
+    fingerprints: dict[str, str]
+    fill_mode: str  # "next_open" | "close", stamped on every result
+    equity: pd.DataFrame  # time (UTC) x equity, cash, gross/net exposure, costs, benchmark
+    weights: pd.DataFrame  # time x symbol: held weights at each close
+    orders: pd.DataFrame
+    fills: pd.DataFrame
+    trades: pd.DataFrame  # closed round trips (FIFO lots)
+    decisions: pd.DataFrame  # journal: one row per decide call, incl. fallbacks and errors
+    events: pd.DataFrame  # liquidations, ruin, end-of-data cancellations
+    rewards: pd.Series  # per-step reward, stamped when the outcome became known
+    metrics: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)  # partial, error, stopped, agent, timings
+
+    @property
+    def partial(self) -> bool:
+        """True when the run stopped early on an error (this is the record up to that point)."""
+        return bool(self.meta.get("partial", False))
+
+    @property
+    def final_equity(self) -> float:
+        return float(self.equity["equity"].iloc[-1]) if len(self.equity) else math.nan
+
+    def save(self, path: str | Path, *, report: bool = True) -> Path:
+        """Write the run folder (Parquet + JSON, and report.html when the tear sheet exists)."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True))
+        (folder / "meta.json").write_text(json.dumps(
+            {"fingerprints": self.fingerprints, "fill_mode": self.fill_mode,
+             "metrics": self.metrics, "meta": self.meta}, indent=2, sort_keys=True, default=str))
+        for name in TABLES:
+            getattr(self, name).to_parquet(folder / f"{name}.parquet")
+        self.rewards.to_frame().to_parquet(folder / "rewards.parquet")
+        if report:
+            self._write_report(folder / "report.html")
+        return folder
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunResult:
+        """Read a run folder written by :meth:`save`."""
+        folder = Path(path)
+        if not (folder / "meta.json").is_file():
+            raise FileNotFoundError(f"{folder} is not a run folder (no meta.json); "
+                                    "pass the folder a backtest saved")
+        head = json.loads((folder / "meta.json").read_text())
+        tables = {n: pd.read_parquet(folder / f"{n}.parquet") for n in TABLES}
+        rewards = pd.read_parquet(folder / "rewards.parquet").iloc[:, 0]
+        return cls(config=json.loads((folder / "config.json").read_text()),
+                   fingerprints=head["fingerprints"], fill_mode=head["fill_mode"],
+                   rewards=rewards, metrics=head["metrics"], meta=head["meta"], **tables)
+
+    def _write_report(self, path: Path) -> None:
+        try:
+            from tradesim.report.tearsheet import write_tearsheet
+        except ImportError:
+            return
+        bench = self.equity["benchmark"] if self.equity["benchmark"].notna().any() else None
+        title = f"{self.meta.get('agent', 'agent')} on {', '.join(self.config.get('symbols', []))}"
+        write_tearsheet(path, title=title, equity=self.equity["equity"], benchmark=bench,
+                        weights=self.weights, trades=self.trades, metrics=self.metrics,
+                        meta={**self.meta, "fill_mode": self.fill_mode,
+                              "fingerprints": self.fingerprints, "config": self.config})
+
+
+class Recorder:
+    """Collects a run's per-step numbers, journal and events while the loop runs."""
+
+    def __init__(self, *, clock: np.ndarray, symbols: tuple[str, ...]) -> None:
+        n = len(clock)
+        self.clock = clock
+        self.symbols = symbols
+        self.steps = 0  # rows recorded so far
+        self.cols = {k: np.full(n, np.nan) for k in ("equity", "cash", "gross", "net", "costs")}
+        self.held = np.full((n, len(symbols)), np.nan)
+        self.rewards = np.full(n, np.nan)
+        self.journal: list[tuple] = []
+        self.events: list[dict] = []
+        self._costs_total = 0.0
+
+    def row(self, *, step: int, equity: float, cash: float, gross: float, net: float,
+            costs_total: float, positions: np.ndarray, marks: np.ndarray) -> None:
+        """The book at the end of ``step`` (exposures in currency; stored as fractions of equity)."""
+        c = self.cols
+        scale = 1.0 / equity if equity > 0 else 0.0
+        c["equity"][step], c["cash"][step] = equity, cash
+        c["gross"][step], c["net"][step] = gross * scale, net * scale
+        c["costs"][step] = costs_total - self._costs_total
+        self._costs_total = costs_total
+        self.held[step] = positions * marks * scale  # NaN marks of flat symbols zeroed in build
+        self.steps = step + 1
+
+    def decision(self, *, step: int, time: np.datetime64, decision: Decision | None,
+                 fallback: str = "", error: str = "") -> None:
+        """Journal one decide call (raw; serialised once at the end)."""
+        self.journal.append((step, time, decision, fallback, error))
+
+    def event(self, *, step: int, time: np.datetime64, kind: str, **detail: Any) -> None:
+        self.events.append({"time": time, "step": step, "kind": kind,
+                            "detail": json.dumps(detail, sort_keys=True, default=float)})
+
+    def build(self, *, config: dict, fingerprints: dict[str, str], fill_mode: str,
+              orders: list[Order], fills: list[tuple[int, int, Fill]], benchmark: np.ndarray | None,
+              initial_cash: float, meta: dict[str, Any], metrics_fn: Any = None) -> RunResult:
+        """Assemble the RunResult from what was recorded (also for a partial run)."""
+        n = self.steps
+        index = _utc_index(self.clock[:n])
+        c = self.cols
+        bench = np.full(n, np.nan)
+        if benchmark is not None and n:
+            b = benchmark[:n]
+            first = np.flatnonzero(np.isfinite(b))
+            if first.size:
+                bench = initial_cash * b / b[first[0]]
+        equity = pd.DataFrame({"equity": c["equity"][:n], "cash": c["cash"][:n],
+                               "gross_exposure": c["gross"][:n], "net_exposure": c["net"][:n],
+                               "costs": c["costs"][:n], "benchmark": bench}, index=index)
+        held = self.held[:n]
+        weights = pd.DataFrame(np.where(np.isnan(held), 0.0, held), index=index,
+                               columns=list(self.symbols))
+        rewards = pd.Series(self.rewards[:n], index=index, name="reward")
+        order_rows = [{"id": o.id, "time": o.time, "symbol": o.symbol, "quantity": o.quantity,
+                       "kind": o.kind, "level": o.level, "reason": o.reason, "status": o.status,
+                       "filled": o.filled, "fill_time": o.fill_time} for o in orders]
+        fill_rows = [{"time": f.time, "step": step, "symbol": f.symbol, "quantity": f.quantity,
+                      "price": f.price, "commission": f.commission, "spread_cost": f.spread_cost,
+                      "slippage_cost": f.slippage_cost, "reason": f.reason, "order_id": oid}
+                     for step, oid, f in fills]
+        trades = _frame("trades", round_trips(fills))
+        result = RunResult(
+            config=config, fingerprints=dict(fingerprints), fill_mode=fill_mode, equity=equity,
+            weights=weights, orders=_frame("orders", order_rows), fills=_frame("fills", fill_rows),
+            trades=trades, decisions=_frame("decisions", [_journal_row(*j) for j in self.journal]),
+            events=_frame("events", self.events), rewards=rewards, metrics={}, meta=dict(meta))
+        if metrics_fn is not None and n >= 2:
+            try:
+                metrics = metrics_fn(equity=equity["equity"], weights=weights, trades=trades,
+                                     benchmark=equity["benchmark"] if np.isfinite(bench).any()
+                                     else None)
+            except ValueError as exc:  # e.g. a ruined run (equity <= 0): recorded, not hidden
+                result.meta["metrics_error"] = f"{type(exc).__name__}: {exc}"
+            else:
+                result.metrics.update({k: float(v) for k, v in metrics.items()})
+        return result
+
+
+def _json(mapping: Any) -> str:
+    if not mapping:
+        return "{}"
+    return json.dumps({str(k): float(v) if isinstance(v, (int, float)) else str(v)
+                       for k, v in dict(mapping).items()}, sort_keys=True)
+
+
+def _journal_row(step: int, time: np.datetime64, d: Decision | None, fallback: str,
+                 error: str) -> dict:
+    if d is None:
+        return {"time": time, "step": step, "weights": "{}", "stop_loss": "{}",
+                "take_profit": "{}", "confidence": math.nan, "rationale": "", "llm_calls": "[]",
+                "fallback": fallback, "error": error}
+    conf = d.confidence if isinstance(d.confidence, (int, float)) else math.nan
+    return {"time": time, "step": step, "weights": _json(d.weights), "stop_loss": _json(d.stop_loss),
+            "take_profit": _json(d.take_profit), "confidence": float(conf),
+            "rationale": str(d.rationale), "llm_calls": json.dumps([str(x) for x in d.llm_calls]),
+            "fallback": fallback, "error": error}
+
+
+def round_trips(fills: list[tuple[int, int, Fill]]) -> list[dict]:
+    """Closed round trips from fills (step, order id, fill), matching lots first-in first-out.
+
+    Costs are allocated per share: each lot carries its share of the entry fill's costs and each
+    closing piece its share of the exit fill's costs; ``pnl`` is net of both.
+    """
+    lots: dict[str, deque] = {}
+    out: list[dict] = []
+    for step, _, f in fills:
+        book = lots.setdefault(f.symbol, deque())
+        qty = f.quantity
+        cost_per_share = f.cost / abs(qty)
+        while qty and book and (book[0][0] > 0) != (qty > 0):
+            lot = book[0]
+            closed = min(abs(qty), abs(lot[0]))
+            signed = math.copysign(closed, lot[0])
+            gross = signed * (f.price - lot[1])
+            costs = closed * (lot[4] + cost_per_share)
+            out.append({"symbol": f.symbol, "entry_time": lot[2], "exit_time": f.time,
+                        "quantity": signed, "entry_price": lot[1], "exit_price": f.price,
+                        "gross_pnl": gross, "costs": costs, "pnl": gross - costs,
+                        "return": (gross - costs) / (closed * lot[1]), "bars_held": step - lot[3],
+                        "exit_reason": f.reason})
+            lot[0] -= signed
+            qty += signed
+            if abs(lot[0]) < 1e-12:
+                book.popleft()
+        if abs(qty) > 1e-12:
+            book.append([qty, f.price, f.time, step, cost_per_share])
+    return out

@@ -1,0 +1,236 @@
+"""One self-contained HTML tear sheet per run: header, metrics, plots (inline PNG), trades.
+
+No network and no JavaScript: plots are matplotlib PNGs (Agg canvas, no pyplot state, so it is
+safe in threads and headless) embedded as base64; the file can be mailed, archived or opened
+offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from tradesim.rewards.metrics import drawdown_of
+
+MAX_TRADES = 500
+_PERCENT = {"total_return", "cagr", "volatility", "max_drawdown", "best_bar", "worst_bar",
+            "exposure_time", "mean_gross_exposure", "mean_net_exposure", "turnover", "win_rate",
+            "avg_trade_return", "benchmark_return", "benchmark_cagr", "alpha", "tracking_error"}
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;
+max-width:1100px;color:#1d2330}
+h1{margin-bottom:4px}h2{border-bottom:1px solid #ccd;padding-bottom:4px;margin-top:32px}
+table{border-collapse:collapse;font-size:13px}td,th{padding:3px 10px;
+border-bottom:1px solid #e4e6ee;text-align:right}th{background:#f3f4f8}td.k,th.k{text-align:left}
+.metrics{display:grid;grid-template-columns:repeat(3,1fr);gap:0 24px}
+.stamp{display:inline-block;padding:4px 10px;border-radius:4px;font-weight:600;background:#e6f4ea;
+color:#17612e}.stamp.danger{background:#fde7e7;color:#b00020;border:2px solid #b00020}
+.warn{color:#b00020}.note{color:#667;font-size:12px}img{max-width:100%}
+"""
+
+
+def write_tearsheet(path: Path, *, title: str, equity: pd.Series, benchmark: pd.Series | None,
+                    weights: pd.DataFrame, trades: pd.DataFrame, metrics: Mapping[str, float],
+                    meta: Mapping[str, Any], log_scale: bool = False,
+                    max_trades: int = MAX_TRADES) -> Path:
+    """Write the tear sheet of one run to ``path`` (a single HTML file) and return the path.
+
+    ``meta`` keys shown in the header when present: agent, symbols, start, end, interval, costs,
+    fill_mode (stamped red when fills are same-bar close), fingerprints, warnings, leakage,
+    knowledge_cutoff; any other keys are listed too.
+    """
+    path = Path(path)
+    sections = [
+        f"<h1>{_e(title)}</h1>",
+        _header(meta),
+        _section("metrics", "Metrics", _metrics_table(metrics)),
+        _section("equity", "Equity vs benchmark", _img(_plot_equity(equity, benchmark, log_scale),
+                                                        "equity curve")),
+        _section("drawdown", "Drawdown (underwater)", _img(_plot_drawdown(equity), "drawdown")),
+        _section("exposure", "Exposure and positions",
+                 _img(_plot_weights(weights), "weights") if weights is not None and len(weights)
+                 else "<p class=note>no weights recorded</p>"),
+    ]
+    if _is_daily(equity, metrics):
+        sections.append(_section("monthly", "Monthly returns",
+                                 _img(_plot_monthly(equity), "monthly returns")))
+    sections.append(_section("trades", "Trades", _trades_table(trades, max_trades)))
+    doc = ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+           f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
+           + "\n".join(sections) + "</body></html>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(doc, encoding="utf-8")
+    return path
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _section(anchor: str, heading: str, body: str) -> str:
+    return f'<section id="{anchor}"><h2>{_e(heading)}</h2>{body}</section>'
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _same_bar(fill_mode: object) -> bool:
+    text = str(fill_mode).lower().replace("-", "_").replace(" ", "_")
+    return "same_bar" in text or text in {"close", "same_close", "bar_close"}
+
+
+def _header(meta: Mapping[str, Any]) -> str:
+    fill = meta.get("fill_mode", "unknown")
+    danger = _same_bar(fill)
+    stamp = (f'<span class="stamp{" danger" if danger else ""}" id="fill-mode">FILL MODE: '
+             f"{_e(fill)}{' — same-bar close fills: results are optimistic' if danger else ''}"
+             "</span>")
+    rows = []
+    for key, value in meta.items():
+        if key in {"fill_mode", "warnings", "leakage"}:
+            continue
+        if isinstance(value, Mapping):
+            value = "<br>".join(f"{_e(k)}: {_e(v)}" for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            value = _e(", ".join(map(str, value)))
+        else:
+            value = _e(value)
+        rows.append(f"<tr><th class=k>{_e(key)}</th><td class=k>{value}</td></tr>")
+    alerts = [*map(str, meta.get("warnings") or []),
+              *(f"LLM knowledge-cutoff leakage: {item}" for item in meta.get("leakage") or [])]
+    warn = ("<ul class=warn id=warnings>" + "".join(f"<li>{_e(a)}</li>" for a in alerts) + "</ul>"
+            if alerts else "")
+    return (f'<section id="run"><p>{stamp}</p>{warn}<table>{"".join(rows)}</table></section>')
+
+
+def _fmt(key: str, value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    if key in _PERCENT:
+        return f"{value:.2%}"
+    if float(value).is_integer() and abs(value) >= 1:
+        return f"{value:,.0f}"
+    return f"{value:,.3f}"
+
+
+def _metrics_table(metrics: Mapping[str, float]) -> str:
+    cells = [f"<tr><th class=k>{_e(k.replace('_', ' '))}</th><td>{_e(_fmt(k, v))}</td></tr>"
+             for k, v in metrics.items()]
+    thirds = max(1, math.ceil(len(cells) / 3))
+    return '<div class="metrics">' + "".join(
+        f"<table>{''.join(cells[i:i + thirds])}</table>" for i in range(0, len(cells), thirds)
+    ) + "</div>"
+
+
+def _trades_table(trades: pd.DataFrame | None, max_trades: int) -> str:
+    if trades is None or not len(trades):
+        return "<p class=note>no closed trades</p>"
+    shown = trades.tail(max_trades)
+    note = (f"<p class=note>showing the last {max_trades} of {len(trades)} trades; all trades "
+            "are in the run folder</p>" if len(trades) > max_trades else "")
+    head = "".join(f"<th>{_e(c)}</th>" for c in shown.columns)
+    body = "".join("<tr>" + "".join(f"<td>{_e(_cell(v))}</td>" for v in row) + "</tr>"
+                   for row in shown.itertuples(index=False))
+    return f"{note}<table id=trades-table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4f}" if abs(value) < 10 else f"{value:,.2f}"
+    return str(value)
+
+
+def _is_daily(equity: pd.Series, metrics: Mapping[str, float]) -> bool:
+    ppy = metrics.get("periods_per_year", float("nan"))
+    return isinstance(equity.index, pd.DatetimeIndex) and 250 <= ppy <= 366
+
+
+def _figure(height: float) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(11, height))
+    return fig, fig.subplots()
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _plot_equity(equity: pd.Series, benchmark: pd.Series | None, log_scale: bool) -> bytes:
+    fig, ax = _figure(4)
+    ax.plot(equity.index, equity.to_numpy(), lw=1.2, label="strategy", color="#1f4e9c")
+    if benchmark is not None and len(benchmark):
+        bench = benchmark.loc[benchmark.index >= equity.index[0]]
+        if len(bench):
+            scaled = bench / bench.iloc[0] * float(equity.iloc[0])
+            ax.plot(scaled.index, scaled.to_numpy(), lw=1.0, label="benchmark (rescaled)",
+                    color="#888")
+    if log_scale:
+        ax.set_yscale("log")
+    ax.set_ylabel("equity")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    return _png(fig)
+
+
+def _plot_drawdown(equity: pd.Series) -> bytes:
+    dd = drawdown_of(equity) * 100
+    fig, ax = _figure(2.5)
+    ax.fill_between(dd.index, dd.to_numpy(), 0, color="#c0392b", alpha=0.5, lw=0)
+    ax.set_ylabel("drawdown %")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _plot_weights(weights: pd.DataFrame) -> bytes:
+    w = weights.ffill().fillna(0.0)
+    fig, ax = _figure(3)
+    values = w.to_numpy(dtype=float).T
+    labels = [str(c) for c in w.columns]
+    colors = colormaps["tab20"](np.arange(len(labels)) % 20)
+    ax.stackplot(w.index, np.clip(values, 0, None), labels=labels, colors=colors, alpha=0.85,
+                 step="post")
+    if (values < 0).any():
+        ax.stackplot(w.index, np.clip(values, None, 0), colors=colors, alpha=0.85, step="post")
+    ax.plot(w.index, np.abs(values).sum(axis=0), color="black", lw=0.8, label="gross")
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_ylabel("weight")
+    ax.grid(alpha=0.3)
+    if len(labels) <= 20:
+        ax.legend(loc="upper left", ncol=min(len(labels) + 1, 8), fontsize=8)
+    return _png(fig)
+
+
+def _plot_monthly(equity: pd.Series) -> bytes:
+    index = equity.index.tz_localize(None) if equity.index.tz is not None else equity.index
+    month_end = pd.Series(equity.to_numpy(), index=index).resample("ME").last().dropna()
+    first = pd.Series([float(equity.iloc[0])], index=[index[0] - pd.offsets.MonthEnd(1)])
+    monthly = pd.concat([first, month_end]).pct_change().iloc[1:] * 100
+    grid = (pd.DataFrame({"year": monthly.index.year, "month": monthly.index.month,
+                          "r": monthly.to_numpy()})
+            .pivot(index="year", columns="month", values="r").reindex(columns=range(1, 13)))
+    fig, ax = _figure(0.35 * len(grid) + 1.2)
+    lim = float(np.nanmax(np.abs(grid.to_numpy()))) if grid.notna().any().any() else 1.0
+    ax.imshow(grid.to_numpy(), cmap="RdYlGn", vmin=-lim, vmax=lim, aspect="auto")
+    ax.set_xticks(range(12), ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep",
+                              "Oct", "Nov", "Dec"])
+    ax.set_yticks(range(len(grid)), [str(y) for y in grid.index])
+    if len(grid) <= 30:
+        for (i, j), v in np.ndenumerate(grid.to_numpy()):
+            if not np.isnan(v):
+                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7)
+    ax.set_title("monthly return %", fontsize=10)
+    return _png(fig)
