@@ -133,12 +133,13 @@ def test_client_errors_are_not_retried_fake_openai_server(server, status):
 
 
 def test_timeout_is_retried_then_raised_fake_openai_server(server):
-    server.queue(Reply(content=GOOD, delay_s=1.5), Reply(content=GOOD, delay_s=1.5))
-    start = time.perf_counter()
-    with _gateway(server, timeout_s=0.3, max_retries=1) as gw, pytest.raises(LLMTimeoutError):
-        gw.complete(MSGS)
-    assert time.perf_counter() - start < 1.5
-    assert len(server.requests) == 2
+    server.queue(Reply(content=GOOD, delay_s=3.0), Reply(content=GOOD, delay_s=3.0))
+    with _gateway(server, timeout_s=0.3, max_retries=1) as gw:
+        start = time.perf_counter()
+        with pytest.raises(LLMTimeoutError, match="gave up after 2 attempts"):
+            gw.complete(MSGS)
+        assert time.perf_counter() - start < 2.5
+        assert gw.journal.records[-1].attempts == 2 and gw.model_calls == 2
 
 
 def test_budget_stops_the_run_and_keeps_what_was_spent_fake_openai_server(server, tmp_path):

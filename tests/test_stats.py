@@ -60,7 +60,12 @@ def test_psr_is_calibrated_under_the_null():
     """With true Sharpe 0, PSR is ~uniform: it exceeds 0.95 about 5% of the time."""
     rng = np.random.default_rng(13)
     r = rng.normal(0, 0.01, (2000, 250))
-    psr = np.array([es.probabilistic_sharpe_ratio(**es.moments(x)) for x in r[:, :]])
+    sr = r.mean(1) / r.std(1, ddof=1)
+    skew, kurt = sps.skew(r, axis=1), sps.kurtosis(r, axis=1, fisher=False)
+    psr = np.array([es.probabilistic_sharpe_ratio(sharpe=a, n_obs=250, skew=b, kurtosis=c)
+                    for a, b, c in zip(sr, skew, kurt, strict=True)])
+    assert es.moments(r[0]) == pytest.approx({"sharpe": sr[0], "skew": skew[0],
+                                              "kurtosis": kurt[0], "n_obs": 250})
     assert 0.035 < np.mean(psr > 0.95) < 0.065
     assert es.probabilistic_sharpe_ratio(sharpe=0.1, n_obs=100, benchmark=0.1) == 0.5
 

@@ -212,3 +212,55 @@ def test_default_root_follows_tradesim_cache(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRADESIM_CACHE", str(tmp_path / "cache"))
     assert Store().root == tmp_path / "cache"
+
+
+def test_load_market_sample_window_includes_the_end_day_and_its_news() -> None:
+    from tradesim.data.load import load_market
+
+    market = load_market(symbols=["ALPHA", "MKT"], source="sample", start="2015-01-01",
+                         end="2015-12-31")
+    assert market.symbols == ("ALPHA", "MKT")
+    assert market.full("ALPHA").time[-1] == to_utc_stamp("2015-12-31 21:00")
+    news = market.news
+    assert len(news) and set(news.symbol) <= {"ALPHA", "MKT"}
+    assert news.available_at.max() <= end_bound("2015-12-31")
+
+
+def test_load_market_reads_local_sources_through_a_given_store(tmp_path: Path) -> None:
+    from tradesim.data.load import load_market
+
+    store = Store(tmp_path)
+    market = load_market(symbols=["ALPHA"], source="synthetic", start="2012-01-01",
+                         end="2012-03-31", news=False, store=store)
+    assert len(market.news) == 0
+    entry, = store.entries()
+    assert entry.symbol == "ALPHA" and entry.fingerprint == market.full("ALPHA").fingerprint()
+
+
+def test_load_market_files_applies_the_quality_policy(tmp_path: Path) -> None:
+    from tradesim.data.load import load_market
+    from tradesim.errors import DataQualityError, DataQualityWarning
+
+    (tmp_path / "acme.us.txt").write_text(
+        "Date,Open,High,Low,Close,Volume,OpenInt\n2010-04-23,10.5,11,10,10.8,1200,0\n"
+        "2010-04-26,10.8,11.2,10.6,11,0,0\n2010-04-27,11,11.5,10.9,11.2,900,0\n")
+    options = {"root": tmp_path}
+    with pytest.raises(DataQualityError, match="2010-04-26"):
+        load_market(symbols=["ACME"], source="files", source_options=options, news=False)
+    with pytest.warns(DataQualityWarning):
+        market = load_market(symbols=["ACME"], source="files", source_options=options,
+                             quality="warn", news=False)
+    assert len(market.full("ACME")) == 3
+
+
+def test_open_source_names_and_specs() -> None:
+    from tradesim.data.load import open_source
+    from tradesim.errors import ConfigError
+
+    assert open_source("yfinance", auto_adjust=False).key == "yfinance-raw"
+    spec = open_source("tradesim.data.synthetic:SyntheticSource", seed=3)
+    assert spec.name == "synthetic" and open_source("sample").symbols()
+    with pytest.raises(ConfigError, match="unknown data source 'nope'"):
+        open_source("nope")
+    with pytest.raises(ConfigError, match="bad options"):
+        open_source("yfinance", colour="red")

@@ -199,3 +199,22 @@ def test_connection_refused_raises_source_offline(monkeypatch: pytest.MonkeyPatc
     _point_yfinance_at(monkeypatch, f"http://127.0.0.1:{port}")
     with pytest.raises(SourceOfflineError, match="cannot reach Yahoo"):
         YahooSource(retries=1, backoff=0).load("MSFT", start="2024-01-02", end="2024-01-31")
+
+
+def test_store_fetches_only_the_missing_days_from_yahoo_recorded_http(
+        recorded_yahoo: _Recorded, tmp_path: Path) -> None:
+    from tradesim.data.load import load_market
+    from tradesim.data.store import Store
+
+    store = Store(tmp_path)
+    first = load_market(symbols=["AAPL"], source=YahooSource(backoff=0), start="2024-01-02",
+                        end="2024-01-31", store=store, news=False)
+    assert len(first.full("AAPL")) == 21
+    seen = len(recorded_yahoo.requests)
+    grown = store.get(YahooSource(backoff=0), "AAPL", start="2024-01-02", end="2024-02-14")
+    assert len(grown) == 31
+    extension = [q for _, q in recorded_yahoo.requests[seen:] if "period1" in q]
+    assert extension and all(int(q["period1"]) >= pd.Timestamp("2024-01-29").timestamp()
+                             for q in extension)  # from the last stored bar on, not January
+    entry, = store.entries()
+    assert (entry.source, entry.adjusted, entry.rows) == ("yfinance-adj", True, 31)

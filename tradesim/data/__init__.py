@@ -1,6 +1,10 @@
 """Market data: sources, local store, point-in-time views, calendars and quality checks."""
 
 from tradesim.data.bars import Bars, News
+from tradesim.data.files import FileSource, read_bars
+from tradesim.data.news import read_news
+from tradesim.data.synthetic import SyntheticSource, load_sample
 from tradesim.data.view import MarketData, PointInTimeView
 
-__all__ = ["Bars", "News", "MarketData", "PointInTimeView"]
+__all__ = ["Bars", "News", "MarketData", "PointInTimeView", "FileSource", "read_bars", "read_news",
+           "SyntheticSource", "load_sample"]

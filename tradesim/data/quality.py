@@ -192,7 +192,10 @@ def _bar_days(t: np.ndarray, interval: str, exchange: str | None) -> np.ndarray:
 def _exchange_tz(exchange: str) -> str:
     """Time zone of ``exchange`` (validated by the calendars module first)."""
     calendars.session_bounds("2020-01-01", "2020-01-02", exchange=exchange)
-    return str(xcals.get_calendar(exchange).tz)
+    with warnings.catch_warnings():  # exchange_calendars' own pandas-3 deprecation noise
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        return str(xcals.get_calendar(exchange).tz)
 
 
 def _check_values(out: _Collector, days: np.ndarray, cols: dict[str, np.ndarray]) -> None:

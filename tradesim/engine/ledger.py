@@ -121,21 +121,24 @@ class Ledger:
                 step=step, time=time, orders=list(orders),
                 numbers={"cash_before": self._start_cash, "cash_after": self.cash,
                          "sum_qty_price": traded, "costs": paid, "borrow": self._step_borrow})
-        drift = np.abs(moved - self.position)
-        if drift.max(initial=0.0) > 1e-9 * (1.0 + np.abs(self.position).max(initial=0.0)):
+        if (not np.array_equal(moved, self.position) if not fills else
+                np.abs(moved - self.position).max() > 1e-9 * (1.0 + np.abs(self.position).max())):
             raise LedgerInvariantError(
                 "position conservation broken: positions != previous + filled quantities",
                 step=step, time=time, orders=list(orders),
                 numbers={"expected": moved.tolist(), "positions": self.position.tolist()})
-        equity = self.equity()
-        accounted = (self.initial_cash + float(self.realised.sum()) + self.unrealised() - self.costs)
-        gross, _ = self.exposures()
+        held = self.position != 0.0
+        pos, marks = self.position[held], self.marks[held]
+        equity = self.cash + float(pos @ marks)
+        unrealised = float(pos @ (marks - self.avg_cost[held]))
+        accounted = self.initial_cash + float(self.realised.sum()) + unrealised - self.costs
+        gross = float(np.abs(pos * marks).sum())
         if abs(equity - accounted) > _REL_TOL * (1.0 + abs(equity) + gross + self.initial_cash):
             raise LedgerInvariantError(
                 "equity identity broken: cash + sum(qty*mark) != initial cash + realised + "
                 "unrealised - costs", step=step, time=time, orders=list(orders),
                 numbers={"equity": equity, "accounted": accounted, "cash": self.cash,
-                         "realised": float(self.realised.sum()), "unrealised": self.unrealised(),
+                         "realised": float(self.realised.sum()), "unrealised": unrealised,
                          "costs": self.costs})
         if equity < 0 and not liquidated:
             raise LedgerInvariantError(

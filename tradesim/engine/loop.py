@@ -222,6 +222,9 @@ def _validate(decision: object, *, universe: dict[str, int], ledger: Ledger,
     """Decision -> (weights row, stop row, target row), NaN = unchanged; ValueError says why."""
     if not isinstance(decision, Decision):
         raise ValueError(f"decide returned {type(decision).__name__}, expected a Decision")
+    if not (decision.weights or decision.stop_loss or decision.take_profit
+            or decision.rebalance_missing):
+        return None, None, None  # a plain hold: the common case, kept cheap
     n = len(universe)
     rows: list[np.ndarray | None] = []
     for what, mapping in (("weight", decision.weights), ("stop_loss", decision.stop_loss),
