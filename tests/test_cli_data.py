@@ -84,7 +84,7 @@ def test_real_subprocess_fetch(tmp_path: Path) -> None:
     env = {**os.environ, "TRADESIM_CACHE": str(tmp_path / "cache")}
     fetch = subprocess.run([sys.executable, "-m", "tradesim.cli", "data", "fetch", "BRAVO",
                             "--source", "sample", "--start", "2019-01-01", "--end", "2019-12-31"],
-                           capture_output=True, text=True, env=env, timeout=120)
+                           capture_output=True, text=True, env=env, timeout=120, check=False)
     assert fetch.returncode == 0, fetch.stderr
     assert "BRAVO: 252 1d bars" in fetch.stdout
     assert [(e.symbol, e.rows) for e in Store(tmp_path / "cache").entries()] == [("BRAVO", 252)]

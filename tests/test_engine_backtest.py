@@ -84,7 +84,7 @@ def test_fill_prices_and_exit_rules() -> None:
     assert math.isnan(order_fill_price("limit", 10, 90.0, 100.0, 101.0, 94.0))
     assert order_fill_price("stop", -10, 95.0, 93.0, 96.0, 92.0) == 93.0  # stop gapped through
     assert order_fill_price("stop", 10, 105.0, 100.0, 106.0, 99.0) == 105.0
-    one = lambda *v: np.array(v, dtype=float)  # noqa: E731
+    one = lambda *v: np.array(v, dtype=float)
     # long: stop 95 and target 105 both inside the bar -> adverse (stop) first
     px, why = exit_prices(one(10), one(95), one(105), one(100), one(106), one(94))
     assert (px[0], why[0]) == (95.0, 1)

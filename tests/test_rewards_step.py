@@ -216,11 +216,8 @@ def test_cvar_is_the_rockafellar_uryasev_minimum():
     for n, alpha in ((20, 0.95), (37, 0.9), (100, 0.99), (7, 0.5)):
         r = rng.standard_t(3, n) * 0.01
         losses = -r
-
-        def objective(nu: float) -> float:
-            return nu + np.maximum(losses - nu, 0).sum() / ((1 - alpha) * n)
-
-        best = min(objective(nu) for nu in losses)  # piecewise linear: a kink is optimal
+        # the objective is piecewise linear in nu, so one of its kinks (a loss) is optimal
+        best = min(nu + np.maximum(losses - nu, 0).sum() / ((1 - alpha) * n) for nu in losses)
         assert rs.cvar(r, alpha=alpha) == pytest.approx(best, rel=1e-12)
         assert rs.cvar_torch(torch.tensor(r), alpha=alpha).item() == pytest.approx(best, rel=1e-12)
 
@@ -230,9 +227,9 @@ def test_expectile_solves_the_asymmetric_least_squares_condition():
     x = rng.normal(0, 1, 50)
     for tau in (0.05, 0.1, 0.5, 0.9):
         e = rs.expectile(x, tau=tau)
-        want = brentq(lambda m: np.sum(np.where(x > m, tau, 1 - tau) * (x - m)), -10, 10)
+        want = brentq(lambda m, tau=tau: np.sum(np.where(x > m, tau, 1 - tau) * (x - m)), -10, 10)
         assert e == pytest.approx(want, abs=1e-12)
-        direct = minimize_scalar(lambda m: np.sum(np.abs(tau - (x < m)) * (x - m) ** 2),
+        direct = minimize_scalar(lambda m, tau=tau: np.sum(np.abs(tau - (x < m)) * (x - m) ** 2),
                                  bounds=(-5, 5), method="bounded", options={"xatol": 1e-10})
         assert e == pytest.approx(direct.x, abs=1e-6)
     assert rs.expectile(x, tau=0.5) == pytest.approx(x.mean())
@@ -243,3 +240,22 @@ def test_missing_inputs_are_named():
         rs.reward_terms(equity=np.ones(5), spec=rs.RewardSpec(turnover=1))
     with pytest.raises(ConfigError, match="costs"):
         rs.reward_terms(equity=np.ones(5), spec=rs.RewardSpec(cost=1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_online_and_batched_torch_rewards_run_on_cuda_without_host_sync(batch):
+    dev = torch.device("cuda")
+    eq, w, c = (torch.tensor(batch[k], device=dev) for k in ("equity", "weights", "costs"))
+    online = rs.OnlineReward(spec=ALL_ON, n_envs=4, n_assets=3, device=dev, dtype=torch.float64)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any device->host sync raises
+    try:
+        online.reset(equity=eq[:, 0], weights=w[:, 0])
+        got = torch.stack([online.step(equity=eq[:, t], weights=w[:, t], costs=c[:, t - 1])
+                           for t in range(1, 81)], 1)
+        offline = rs.reward_terms_torch(spec=ALL_ON, equity=eq, weights=w, costs=c)["total"]
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    want = rs.reward_terms(spec=ALL_ON, **batch)["total"]
+    np.testing.assert_allclose(got.cpu().numpy(), want, atol=1e-9)
+    np.testing.assert_allclose(offline.cpu().numpy(), want, atol=1e-9)

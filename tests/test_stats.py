@@ -171,7 +171,8 @@ def test_no_train_bar_sits_within_purge_or_embargo_of_a_test_bar(n_obs, n_splits
 
 def test_walk_forward_can_roll_and_rejects_impossible_layouts():
     walk = es.purged_walk_forward(100, n_splits=4, test_size=10, purge=3, max_train=30)
-    assert [(tr.min(), tr.max(), te.min(), te.max()) for tr, te in walk][0] == (27, 56, 60, 69)
+    train, test = walk[0]
+    assert (train.min(), train.max(), test.min(), test.max()) == (27, 56, 60, 69)
     assert all(tr.size == 30 for tr, _ in walk)
     with pytest.raises(ConfigError, match="cannot hold 10 test blocks"):
         es.purged_walk_forward(50, n_splits=10, test_size=5, purge=2)

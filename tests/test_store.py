@@ -176,7 +176,8 @@ def test_entries_list_provenance_from_parquet_metadata(tmp_path: Path) -> None:
         ("ledger-adj", "ACME", "1d", True, 251), ("ledger-raw", "^GSPC", "1d", False, 21)]
     assert entries[1].path.name == "%5EGSPC.parquet"
     assert entries[0].first == pd.Timestamp("2018-01-02 21:00", tz="UTC")
-    assert entries[0].fingerprint == store.read(source_key="ledger-adj", symbol="ACME").fingerprint()
+    stored = store.read(source_key="ledger-adj", symbol="ACME")
+    assert entries[0].fingerprint == stored.fingerprint()
     meta = pq.read_schema(entries[1].path).metadata[b"tradesim"].decode()
     assert '"adjusted": false' in meta and '"source": "ledger"' in meta and "fetched_at" in meta
 

@@ -50,7 +50,7 @@ class _Recorded:
 
 
 def _window(chart: dict, query: dict[str, str]) -> dict:
-    """Slice a recorded chart to the request, as Yahoo does (period1 <= t < period2, or range=1d)."""
+    """Slice a recorded chart as Yahoo does: period1 <= t < period2, or the last bar (range=1d)."""
     result = json.loads(json.dumps(chart["chart"]["result"][0]))
     stamps = np.array(result["timestamp"])
     if "range" in query:
@@ -69,12 +69,12 @@ def _window(chart: dict, query: dict[str, str]) -> dict:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    recorded: _Recorded
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        status, ctype, body = self.server.recorded.answer(url.path, query)  # type: ignore[attr-defined]
+        recorded: _Recorded = self.server.recorded  # type: ignore[attr-defined]
+        status, ctype, body = recorded.answer(url.path, query)
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))

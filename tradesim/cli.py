@@ -13,9 +13,10 @@ app = typer.Typer(help="Backtest, evaluate and paper-trade trading agents on one
 
 # --- data commands -------------------------------------------------------------------------
 
-from pathlib import Path as _DataPath  # noqa: E402
+from pathlib import Path as _DataPath
+from typing import Annotated as _Ann
 
-from tradesim.errors import TradesimError as _DataError  # noqa: E402
+from tradesim.errors import TradesimError as _DataError
 
 data_app = typer.Typer(help="Market data: the embedded sample, fetch into the cache, list, verify.",
                        invoke_without_command=True)
@@ -75,7 +76,6 @@ def data_summary(ctx: typer.Context) -> None:
     """Summarise the embedded default market (symbols, dates, bars, news, fingerprints)."""
     if ctx.invoked_subcommand is not None:
         return
-    from rich.console import Console
     from rich.table import Table
 
     from tradesim.data.load import load_market
@@ -103,18 +103,18 @@ def data_summary(ctx: typer.Context) -> None:
 
 @data_app.command("fetch")
 def data_fetch(
-    symbols: list[str] = typer.Argument(..., help="tickers, e.g. AAPL MSFT ^GSPC"),
-    source: str = typer.Option("yfinance", help=_SOURCE_HELP),
-    start: str | None = typer.Option(None, help="first date (default: the whole history)"),
-    end: str | None = typer.Option(None, help="last date, inclusive (default: now)"),
-    interval: str = typer.Option("1d", help="1m 2m 5m 15m 30m 1h 1d"),
-    path: _DataPath | None = typer.Option(None, help="folder or file, for --source files"),
-    raw: bool = typer.Option(False, "--raw", help="unadjusted prices (yfinance)"),
-    refresh: bool = typer.Option(False, help="fetch the cached window again"),
-    cache: _DataPath | None = typer.Option(None, help="cache folder (default $TRADESIM_CACHE)"),
+    symbols: _Ann[list[str], typer.Argument(help="tickers, e.g. AAPL MSFT ^GSPC")],
+    source: _Ann[str, typer.Option(help=_SOURCE_HELP)] = "yfinance",
+    start: _Ann[str | None, typer.Option(help="first date (default: the whole history)")] = None,
+    end: _Ann[str | None, typer.Option(help="last date, inclusive (default: now)")] = None,
+    interval: _Ann[str, typer.Option(help="1m 2m 5m 15m 30m 1h 1d")] = "1d",
+    path: _Ann[_DataPath | None, typer.Option(help="folder or file, for --source files")] = None,
+    raw: _Ann[bool, typer.Option("--raw", help="unadjusted prices (yfinance)")] = False,
+    refresh: _Ann[bool, typer.Option(help="fetch the cached window again")] = False,
+    cache: _Ann[_DataPath | None,
+                typer.Option(help="cache folder (default $TRADESIM_CACHE)")] = None,
 ) -> None:
     """Fetch bars into the local cache (only the missing ranges), one status line per symbol."""
-    from rich.console import Console
     from rich.markup import escape
     from rich.progress import Progress
 
@@ -149,9 +149,8 @@ def data_fetch(
 
 
 @data_app.command("list")
-def data_list(cache: _DataPath | None = typer.Option(None, help="cache folder")) -> None:
+def data_list(cache: _Ann[_DataPath | None, typer.Option(help="cache folder")] = None) -> None:
     """Table of what the local cache holds."""
-    from rich.console import Console
     from rich.table import Table
 
     from tradesim.data.store import Store
@@ -178,17 +177,18 @@ def data_list(cache: _DataPath | None = typer.Option(None, help="cache folder"))
 
 @data_app.command("verify")
 def data_verify(
-    source: str | None = typer.Option(None, help=f"check a source instead of the cache: "
-                                                 f"{_SOURCE_HELP}"),
-    path: _DataPath | None = typer.Option(None, help="folder or file, for --source files"),
-    symbols: list[str] | None = typer.Option(None, "--symbol", help="only these symbols"),
-    interval: str = typer.Option("1d", help="bar interval to check"),
-    quality: str = typer.Option("raise", help="raise: exit 1 on findings; warn: report only"),
-    allow: list[str] | None = typer.Option(None, "--allow", help="skip a check (repeatable)"),
-    cache: _DataPath | None = typer.Option(None, help="cache folder"),
+    source: _Ann[str | None, typer.Option(
+        help=f"check a source instead of the cache: {_SOURCE_HELP}")] = None,
+    path: _Ann[_DataPath | None, typer.Option(help="folder or file, for --source files")] = None,
+    symbols: _Ann[list[str] | None, typer.Option("--symbol", help="only these symbols")] = None,
+    interval: _Ann[str, typer.Option(help="bar interval to check")] = "1d",
+    quality: _Ann[str, typer.Option(
+        help="raise: exit 1 on findings; warn: report only")] = "raise",
+    allow: _Ann[list[str] | None,
+                typer.Option("--allow", help="skip a check (repeatable)")] = None,
+    cache: _Ann[_DataPath | None, typer.Option(help="cache folder")] = None,
 ) -> None:
     """Run the data-quality checks over the cache (or a source) and print every finding."""
-    from rich.console import Console
 
     from tradesim.data.load import verify_source
     from tradesim.data.store import Store

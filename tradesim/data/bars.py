@@ -112,7 +112,9 @@ class Bars:
     def slice(self, start: int, stop: int) -> Bars:
         """Bars ``[start, stop)`` as zero-copy views."""
         s = slice(start, stop)
-        return replace(self, time=self.time[s], **{c: getattr(self, c)[s] for c in BAR_COLUMNS})
+        return Bars(self.symbol, self.interval, self.adjusted, self.source, self.time[s],
+                    self.open[s], self.high[s], self.low[s], self.close[s], self.volume[s],
+                    self.meta)
 
     def between(self, start: object | None = None, end: object | None = None) -> Bars:
         """Bars whose end stamp lies in ``[start, end]`` (either bound optional), as views."""
@@ -169,9 +171,12 @@ class News:
         def text(col: str) -> np.ndarray:
             values = frame[col] if col in frame.columns else pd.Series([""] * len(frame))
             return values.fillna("").astype(str).to_numpy(dtype=object)[order]
-        return cls(published_at=to_utc_ns(frame["published_at"])[order], available_at=avail[order],
-                   symbol=text("symbol"), title=text("title"), body=text("body"),
-                   source=text("source"))
+        arrays = dict(published_at=to_utc_ns(frame["published_at"])[order],
+                      available_at=avail[order], symbol=text("symbol"), title=text("title"),
+                      body=text("body"), source=text("source"))
+        for arr in arrays.values():
+            arr.flags.writeable = False  # shared by every view, like Bars
+        return cls(**arrays)
 
     @classmethod
     def empty(cls) -> News:

@@ -47,13 +47,29 @@ def _schedule(exchange: str) -> _Schedule:
         raise ConfigError(f"unknown exchange calendar {exchange!r}; use an exchange_calendars "
                           "code such as XNYS, XNAS, XLON, XTKS (exchange_calendars."
                           "get_calendar_names() lists them)") from None
-    sched = cal.schedule
+    sched = _drop_listed_holidays(cal)
     days = sched.index.to_numpy(dtype=_NS).astype(_DAY)
     opens = sched["open"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype=_NS)
     closes = sched["close"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype=_NS)
     for arr in (days, opens, closes):
         arr.flags.writeable = False
     return _Schedule(name=name, tz=str(cal.tz), days=days, opens=opens, closes=closes)
+
+
+def _drop_listed_holidays(cal: xcals.ExchangeCalendar) -> pd.DataFrame:
+    """The calendar's schedule without the days its own holiday lists name.
+
+    exchange_calendars 4.13 under pandas 3 keeps some listed holidays (e.g. 1962-12-25) as
+    sessions; the holiday lists themselves are right, so they win.
+    """
+    sched = cal.schedule
+    first, last = sched.index[0], sched.index[-1]
+    listed = cal.regular_holidays.holidays(first, last) if cal.regular_holidays is not None else []
+    listed = pd.DatetimeIndex(listed).append(pd.DatetimeIndex(cal.adhoc_holidays))
+    listed = listed.tz_localize(None) if listed.tz is not None else listed
+    keep = ~sched.index.tz_localize(None).normalize().isin(listed.normalize()) \
+        if sched.index.tz is not None else ~sched.index.normalize().isin(listed.normalize())
+    return sched[keep]
 
 
 def exchange_tz(exchange: str = "XNYS") -> str:

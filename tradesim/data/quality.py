@@ -11,9 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Collection
 from dataclasses import dataclass
-from functools import lru_cache
 
-import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 
@@ -184,18 +182,8 @@ def _bar_days(t: np.ndarray, interval: str, exchange: str | None) -> np.ndarray:
     """The day each bar belongs to: its UTC date for daily bars, exchange-local date intraday."""
     if interval == "1d" or exchange is None:
         return t.astype(_DAY)
-    local = pd.DatetimeIndex(t).tz_localize("UTC").tz_convert(_exchange_tz(exchange))
+    local = pd.DatetimeIndex(t).tz_localize("UTC").tz_convert(calendars.exchange_tz(exchange))
     return local.tz_localize(None).to_numpy(dtype=_NS).astype(_DAY)
-
-
-@lru_cache(maxsize=16)
-def _exchange_tz(exchange: str) -> str:
-    """Time zone of ``exchange`` (validated by the calendars module first)."""
-    calendars.session_bounds("2020-01-01", "2020-01-02", exchange=exchange)
-    with warnings.catch_warnings():  # exchange_calendars' own pandas-3 deprecation noise
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        return str(xcals.get_calendar(exchange).tz)
 
 
 def _check_values(out: _Collector, days: np.ndarray, cols: dict[str, np.ndarray]) -> None:
@@ -352,7 +340,7 @@ def _check_intraday_gaps(out: _Collector, t: np.ndarray, days: np.ndarray, sess:
     rows = np.flatnonzero(miss)
     uniq, first_row = np.unique(owner[rows], return_index=True)
     first_gap = dict(zip(uniq.tolist(), grid[rows[first_row]]))
-    tz = _exchange_tz(exchange)
+    tz = calendars.exchange_tz(exchange)
     for k in np.flatnonzero((n_reg > 0) | (n_ext > 0)):
         at = pd.Timestamp(first_gap[int(k)]).tz_localize("UTC").tz_convert(tz)
         out.add("intraday_gap", sess[seen[k]],

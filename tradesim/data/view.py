@@ -28,6 +28,11 @@ class MarketData:
     def symbols(self) -> tuple[str, ...]:
         return tuple(self._bars)
 
+    def __repr__(self) -> str:
+        bars = sum(len(b) for b in self._bars.values())
+        return (f"MarketData({len(self._bars)} symbols: {', '.join(self._bars)}; {bars} bars, "
+                f"{len(self._news)} news items)")
+
     @property
     def news(self) -> News:
         """All news (for loaders and reports, never handed to agents)."""
@@ -55,8 +60,8 @@ class MarketData:
     def as_of(self, t: object) -> PointInTimeView:
         """The market as knowable at ``t``: bars ending <= t, news available <= t."""
         stamp = t if isinstance(t, np.datetime64) else to_utc_stamp(t)
-        counts = {s: int(np.searchsorted(b.time, stamp, "right")) for s, b in self._bars.items()}
-        n_news = int(np.searchsorted(self._news.available_at, stamp, "right"))
+        counts = {s: int(b.time.searchsorted(stamp, "right")) for s, b in self._bars.items()}
+        n_news = int(self._news.available_at.searchsorted(stamp, "right"))
         return PointInTimeView(stamp, self._bars, counts, self._news, n_news)
 
 
@@ -96,9 +101,10 @@ class PointInTimeView(Mapping[str, Bars]):
         if symbol not in self._bars:
             raise UnknownSymbolError(f"symbol {symbol!r} is not in this universe; "
                                      f"available: {', '.join(self._bars)}")
-        visible = self._bars[symbol].head(self._counts[symbol])
-        if start is not None or end is not None:
-            visible = visible.between(start, end)
+        n = self._counts[symbol]
+        if start is None and end is None:  # the hot path: one zero-copy slice
+            return self._bars[symbol].slice(0 if lookback is None else max(0, n - lookback), n)
+        visible = self._bars[symbol].head(n).between(start, end)
         if lookback is not None:
             visible = visible.slice(max(0, len(visible) - lookback), len(visible))
         return visible

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import threading
 import time as _time
+import warnings
 
 import numpy as np
 import pandas as pd
 
 from tradesim.data.bars import Bars, interval_nanos, to_utc_stamp
 from tradesim.data.calendars import session_close_stamps
-from tradesim.errors import (DataSourceError, RateLimitedError, SourceOfflineError,
-                             UnknownSymbolError)
+from tradesim.errors import (
+    DataSourceError,
+    RateLimitedError,
+    SourceOfflineError,
+    UnknownSymbolError,
+)
 
 # Yahoo reports each instrument's exchange time zone; these map onto exchange_calendars codes.
 _TZ_CALENDARS: dict[str, str] = {
@@ -107,7 +112,9 @@ class YahooSource:
         else:
             kwargs["start"] = (pd.Timestamp(lo).normalize() - day).date()
         ticker = yf.Ticker(symbol)
-        with _config_lock:
+        with _config_lock, warnings.catch_warnings():
+            # yfinance trips pandas deprecation warnings the user can do nothing about
+            warnings.filterwarnings("ignore", module=r"yfinance(\.|$)")
             hide = yf.config.debug.hide_exceptions
             yf.config.debug.hide_exceptions = False
             try:
@@ -132,7 +139,7 @@ class YahooSource:
         return frame, tz
 
     def _bar_ends(self, index: pd.Index, interval: str, step: int, tz: str) -> np.ndarray:
-        """UTC bar-end stamps: session closes for daily rows, start + interval (cut) for intraday."""
+        """UTC bar ends: session closes for daily rows, start + interval (cut at close) intraday."""
         if len(index) == 0:
             return np.empty(0, dtype="datetime64[ns]")
         idx = pd.DatetimeIndex(index)

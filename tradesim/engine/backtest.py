@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tradesim.contracts import Agent
 from tradesim.data.bars import to_utc_stamp
@@ -120,7 +127,7 @@ def run_backtest(*, config: BacktestConfig, agent: Agent | None = None,
                     maintenance_margin=config.maintenance_margin)
     recorder = Recorder(clock=clock, symbols=universe)
     meta: dict[str, Any] = {"agent": getattr(agent, "name", type(agent).__name__),
-                            "bars": int(len(clock)), "partial": False}
+                            "bars": len(clock), "partial": False}
     bench = closes_on(data, config.benchmark, clock) if config.benchmark else None
     started = _time.perf_counter()
     try:

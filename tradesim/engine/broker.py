@@ -155,11 +155,11 @@ class Broker:
         for order in list(self.open_orders):
             j = order.col
             px_ref = ref[j]
-            if px_ref != px_ref or order.kind not in kinds:
+            if math.isnan(px_ref) or order.kind not in kinds:
                 continue  # no bar for this symbol now (NaN), or not this phase's business
             price = order_fill_price(order.kind, order.quantity, order.level, float(px_ref),
                                      float(high[j]), float(low[j]))
-            if price != price:
+            if math.isnan(price):
                 continue
             remaining = order.quantity - order.filled
             qty = remaining

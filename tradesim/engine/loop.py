@@ -15,8 +15,16 @@ import numpy as np
 
 from tradesim.contracts import Agent, Decision, Feedback, Fill, Observation, Portfolio
 from tradesim.data.view import MarketData, PointInTimeView
-from tradesim.engine.broker import (LIMIT, MARKET, STOP, Broker, Order, check_in_bar, exit_prices,
-                                    target_shares)
+from tradesim.engine.broker import (
+    LIMIT,
+    MARKET,
+    STOP,
+    Broker,
+    Order,
+    check_in_bar,
+    exit_prices,
+    target_shares,
+)
 from tradesim.engine.costs import CostModel, borrow_fee
 from tradesim.engine.ledger import Ledger
 from tradesim.engine.record import Recorder
@@ -216,12 +224,16 @@ def _reward(equity_before: float, equity_after: float) -> float:
     return math.log(equity_after / equity_before) if equity_after > 0 else -math.inf
 
 
+class _InvalidDecision(Exception):
+    """A Decision that breaks the rules (the message says which and how to fix it)."""
+
+
 def _validate(decision: object, *, universe: dict[str, int], ledger: Ledger,
               has_price: np.ndarray, max_leverage: float, allow_short: bool
               ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """Decision -> (weights row, stop row, target row), NaN = unchanged; ValueError says why."""
+    """Decision -> (weights row, stop row, target row), NaN = unchanged; raises _InvalidDecision."""
     if not isinstance(decision, Decision):
-        raise ValueError(f"decide returned {type(decision).__name__}, expected a Decision")
+        raise _InvalidDecision(f"decide returned {type(decision).__name__}, expected a Decision")
     if not (decision.weights or decision.stop_loss or decision.take_profit
             or decision.rebalance_missing):
         return None, None, None  # a plain hold: the common case, kept cheap
@@ -234,26 +246,26 @@ def _validate(decision: object, *, universe: dict[str, int], ledger: Ledger,
             continue
         unknown = [s for s in mapping if s not in universe]
         if unknown:
-            raise ValueError(f"{what} for unknown symbol(s) {', '.join(map(repr, unknown))}; "
+            raise _InvalidDecision(f"{what} for unknown symbol(s) {', '.join(map(repr, unknown))}; "
                              f"the universe is {', '.join(universe)}")
         row = np.full(n, 0.0 if what == "weight" and decision.rebalance_missing else np.nan)
         for s, v in mapping.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{what} for {s!r} is {v!r}; it must be a finite number")
+                raise _InvalidDecision(f"{what} for {s!r} is {v!r}; it must be a finite number")
             if what != "weight" and v <= 0:
-                raise ValueError(f"{what} for {s!r} is {v!r}; a price level must be positive")
+                raise _InvalidDecision(f"{what} for {s!r} is {v!r}; a price level must be positive")
             row[universe[s]] = float(v)
         rows.append(row)
     w = rows[0]
     if w is not None:
         if not allow_short and (w < 0).any():
             bad = [s for s, j in universe.items() if w[j] < 0]
-            raise ValueError(f"negative weight for {', '.join(bad)} but shorting is off; "
+            raise _InvalidDecision(f"negative weight for {', '.join(bad)} but shorting is off; "
                              "set allow_short = true in the config or return weights >= 0")
         no_price = [s for s, j in universe.items() if w[j] != 0 and w[j] == w[j]
                     and not has_price[j]]
         if no_price:
-            raise ValueError(f"weight for {', '.join(no_price)} before its first bar; "
+            raise _InvalidDecision(f"weight for {', '.join(no_price)} before its first bar; "
                              "there is no price to size the order from yet")
         equity = ledger.equity()
         held = np.where(ledger.position != 0, ledger.position * ledger.marks, 0.0)
@@ -261,7 +273,7 @@ def _validate(decision: object, *, universe: dict[str, int], ledger: Ledger,
         combined = np.where(np.isnan(w), held_weights, w)
         gross, gross_now = float(np.abs(combined).sum()), float(np.abs(held_weights).sum())
         if gross > max_leverage * (1 + 1e-9) and gross > gross_now * (1 + 1e-9):
-            raise ValueError(f"weights sum to gross leverage {gross:.6g} (with kept positions), "
+            raise _InvalidDecision(f"weights sum to gross leverage {gross:.6g} (with kept positions), "
                              f"beyond max_leverage {max_leverage:g}; scale them down or raise "
                              "max_leverage")
     return rows[0], rows[1], rows[2]
@@ -321,9 +333,8 @@ def run_loop(*, engine: Engine, agent: Agent, data: MarketData, universe: tuple[
             w, sl, tp = _validate(decision, universe=col, has_price=seen, ledger=L,
                                   max_leverage=engine.max_leverage, allow_short=engine.allow_short)
         except Exception as exc:
-            error = (f"decide raised {type(exc).__name__}: {exc}"
-                     if not isinstance(exc, ValueError) or decision is None else
-                     f"invalid decision: {exc}")
+            error = (f"invalid decision: {exc}" if isinstance(exc, _InvalidDecision)
+                     else f"decide raised {type(exc).__name__}: {exc}")
             if on_agent_error != "hold":
                 _fail(engine, recorder, i, t, decision, error)
                 raise AgentDecisionError(f"agent {getattr(agent, 'name', agent)!r}: {error}",

