@@ -265,3 +265,10 @@ def test_open_source_names_and_specs() -> None:
         open_source("nope")
     with pytest.raises(ConfigError, match="bad options"):
         open_source("yfinance", colour="red")
+
+
+def test_start_after_end_is_a_config_error(tmp_path: Path) -> None:
+    from tradesim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="swap them"):
+        Store(tmp_path).get(LedgerSource(), "ACME", start="2019-01-01", end="2018-01-01")

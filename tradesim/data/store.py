@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from tradesim.data.bars import BAR_COLUMNS, PRICE_COLUMNS, Bars, interval_nanos, to_utc_stamp
 from tradesim.data.sources import Source
-from tradesim.errors import DataFormatError, DataSourceError
+from tradesim.errors import ConfigError, DataFormatError, DataSourceError
 
 FORMAT_VERSION = 1
 _META_KEY = b"tradesim"
@@ -110,6 +110,9 @@ class Store:
         now = _now()
         bound = end_bound(end)
         hi = now if bound is None else min(bound, now)
+        if lo is not None and lo > hi:
+            raise ConfigError(f"start {start} lies after end {end if end is not None else 'now'} "
+                              f"for {symbol}; swap them")
         path = self.path(source_key=source.key, symbol=symbol, interval=interval)
         cached = self._read(path)
         if cached is None or refresh:

@@ -11,12 +11,12 @@ self-hosted models (``provider='openai'`` / ``'openai-compatible'``) or a bigger
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,7 @@ class LocalModel:
     def _grammar(self, schema: dict[str, Any]) -> Any:
         from llama_cpp import LlamaGrammar
 
-        key = json.dumps(schema, sort_keys=True)
+        key = json.dumps(schema)  # keep property order: the grammar emits fields in it
         if key not in self._grammars:
             self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
         return self._grammars[key]
