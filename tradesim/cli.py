@@ -181,7 +181,7 @@ def data_verify(
         help=f"check a source instead of the cache: {_SOURCE_HELP}")] = None,
     path: _Ann[_DataPath | None, typer.Option(help="folder or file, for --source files")] = None,
     symbols: _Ann[list[str] | None, typer.Option("--symbol", help="only these symbols")] = None,
-    interval: _Ann[str, typer.Option(help="bar interval to check")] = "1d",
+    interval: _Ann[str | None, typer.Option(help="bar interval (default: the source's)")] = None,
     quality: _Ann[str, typer.Option(
         help="raise: exit 1 on findings; warn: report only")] = "raise",
     allow: _Ann[list[str] | None,
@@ -218,6 +218,134 @@ def data_verify(
         raise typer.Exit(code=1)
 
 # --- backtest commands ---------------------------------------------------------------------
+
+_DEFAULT_BENCHMARK = "MKT"  # the embedded sample's index-like symbol
+
+
+def _parse_params(pairs: list[str]) -> dict[str, object]:
+    """``key=value`` pairs to a dict, values read as TOML scalars (numbers, booleans, strings)."""
+    import tomllib
+
+    params: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--param {pair!r}: use key=value, e.g. --param fast=20")
+        try:
+            params[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            params[key.strip()] = value.strip()
+    return params
+
+
+@app.command("backtest")
+def backtest(
+    agent: _Ann[str, typer.Option(help="built-in name, module:Class, or TOML spec "
+                                       "(tradesim.agents.registry lists them)")] = "sma_cross",
+    symbols: _Ann[str | None, typer.Option(help="comma-separated; default: the source's universe "
+                                               "less the benchmark")] = None,
+    start: _Ann[str | None, typer.Option(help="first decision date (earlier bars are warm-up)")]
+    = None,
+    end: _Ann[str | None, typer.Option(help="last date, inclusive")] = None,
+    source: _Ann[str, typer.Option(help=_SOURCE_HELP)] = "sample",
+    path: _Ann[_DataPath | None, typer.Option(help="folder or file, for --source files")] = None,
+    interval: _Ann[str, typer.Option(help="1m 2m 5m 15m 30m 1h 1d")] = "1d",
+    costs: _Ann[str, typer.Option(help="zero | default | retail, or a TOML file")] = "default",
+    cash: _Ann[float, typer.Option(help="initial cash")] = 100_000.0,
+    fill: _Ann[str, typer.Option(help="next_open (default) or close: same-bar close fills, "
+                                      "stamped on the result")] = "next_open",
+    benchmark: _Ann[str | None, typer.Option(help="benchmark symbol (default MKT on the sample, "
+                                                  "none elsewhere)")] = None,
+    param: _Ann[list[str] | None, typer.Option(help="agent parameter key=value (repeatable)")]
+    = None,
+    quality: _Ann[str, typer.Option(help="raise | warn | repair on data-quality findings")]
+    = "raise",
+    allow: _Ann[list[str] | None, typer.Option(help="quality check to skip, e.g. zero_volume "
+                                                     "(repeatable)")] = None,
+    allow_short: _Ann[bool, typer.Option(help="permit negative weights")] = False,
+    max_leverage: _Ann[float, typer.Option(help="cap on gross exposure / equity")] = 1.0,
+    fractional: _Ann[bool, typer.Option(help="fractional shares instead of whole lots")] = False,
+    on_agent_error: _Ann[str, typer.Option(help="raise | hold (recorded in the journal)")]
+    = "raise",
+    config: _Ann[_DataPath | None, typer.Option(help="TOML config; flags given here override it")]
+    = None,
+    out: _Ann[_DataPath | None, typer.Option(help="run folder (default runs/<time>-<agent>)")]
+    = None,
+) -> None:
+    """Run an agent through the engine and write a run folder with an HTML tear sheet."""
+    import datetime as dt
+
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    from tradesim.engine.backtest import BacktestConfig, run_backtest
+
+    console = _data_console()
+    fields: dict[str, object] = {
+        "agent": agent, "agent_params": _parse_params(param or []), "source": source,
+        "interval": interval, "costs": costs, "initial_cash": cash, "fill": fill,
+        "quality": quality, "allow": tuple(allow or ()), "allow_short": allow_short,
+        "max_leverage": max_leverage, "fractional": fractional, "on_agent_error": on_agent_error,
+        "start": start, "end": end,
+    }
+    if symbols:
+        fields["symbols"] = symbols
+    if path is not None:
+        fields["source_options"] = {"root": str(path)}
+    if benchmark is not None or source == "sample":
+        fields["benchmark"] = benchmark or _DEFAULT_BENCHMARK
+    folder = out or _DataPath("runs") / (
+        f"{dt.datetime.now():%Y%m%d-%H%M%S}-{agent.replace(':', '_').replace('/', '_')}")
+    try:
+        cfg = (BacktestConfig.from_toml(config, **fields) if config
+               else BacktestConfig.build(**fields))
+        with Progress(TextColumn("[bold]backtest[/bold] {task.description}"), BarColumn(),
+                      MofNCompleteColumn(), TextColumn("bars"), TimeRemainingColumn(),
+                      console=console, transient=True) as progress:
+            task = progress.add_task(cfg.agent, total=None)
+
+            def _tick(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            result = run_backtest(config=cfg, progress=_tick, save_to=folder)
+    except _DataError as exc:
+        partial = getattr(exc, "partial_result", None)
+        if partial is not None:
+            console.print(f"[yellow]partial run record saved to {folder}[/yellow]")
+        raise _data_fail(exc) from None
+    _print_summary(console, result, folder)
+
+
+def _print_summary(console, result, folder: _DataPath) -> None:
+    """One screen: what ran, the headline metrics, and where the report is."""
+    from rich.table import Table
+
+    cfg, m = result.config, result.metrics
+    head = Table.grid(padding=(0, 2))
+    head.add_row("agent", str(cfg["agent"]), "fill", str(result.fill_mode))
+    costs = cfg["costs"]
+    head.add_row("symbols", ", ".join(map(str, result.weights.columns)),
+                 "costs", ", ".join(f"{k} {v}" for k, v in costs.items() if v) or "none")
+    first, last = result.equity.index[0], result.equity.index[-1]
+    head.add_row("window", f"{first:%Y-%m-%d} .. {last:%Y-%m-%d}", "bars", f"{len(result.equity):,}")
+    console.print(head)
+    table = Table(title="metrics (net of costs)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [("total return", "total_return", "{:+.2%}"), ("CAGR", "cagr", "{:+.2%}"),
+            ("volatility", "volatility", "{:.2%}"), ("Sharpe", "sharpe", "{:.2f}"),
+            ("Sortino", "sortino", "{:.2f}"), ("max drawdown", "max_drawdown", "{:.2%}"),
+            ("turnover / yr", "turnover", "{:.1f}"), ("trades", "trades", "{:,.0f}"),
+            ("win rate", "win_rate", "{:.1%}"), ("benchmark return", "benchmark_return", "{:+.2%}"),
+            ("alpha", "alpha", "{:+.2%}"), ("beta", "beta", "{:.2f}")]
+    for label, key, fmt in rows:
+        value = m.get(key)
+        if value is not None and value == value:  # skip missing and NaN
+            table.add_row(label, fmt.format(value))
+    console.print(table)
+    for warning in result.meta.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    console.print(f"run folder: {folder}   report: {folder / 'report.html'}")
 
 # --- audit and evaluate commands -----------------------------------------------------------
 

@@ -136,9 +136,12 @@ def load_market(*, symbols: Sequence[str] | None, source: str | Source = "sample
 
 
 def verify_source(source: str | Source, *, symbols: Sequence[str] | None = None,
-                  interval: str = "1d", allow: Collection[str] = (),
+                  interval: str | None = None, allow: Collection[str] = (),
                   **options: object) -> list:
-    """Quality findings (``quality.Finding``) of every symbol of a source, loaded as is."""
+    """Quality findings (``quality.Finding``) of every symbol of a source, loaded as is.
+
+    ``interval`` None loads each symbol at the source's own interval (a file's, for example).
+    """
     from tradesim.data.quality import check_bars
 
     if isinstance(source, str):
@@ -150,7 +153,8 @@ def verify_source(source: str | Source, *, symbols: Sequence[str] | None = None,
     for symbol in (list(symbols) if symbols is not None else source.symbols()):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DataQualityWarning)  # reported below, once
-            bars = source.load(symbol, interval=interval)
+            bars = (source.load(symbol) if interval is None
+                    else source.load(symbol, interval=interval))
         findings.extend(check_bars(bars, exchange=bars.meta.get("calendar", exchange),
                                    allow=allow))
     return findings

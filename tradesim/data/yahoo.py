@@ -8,6 +8,7 @@ day lasts only 30 minutes). Bars that have not ended yet (today's live bar) are 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time as _time
 import warnings
@@ -117,6 +118,9 @@ class YahooSource:
             warnings.filterwarnings("ignore", module=r"yfinance(\.|$)")
             hide = yf.config.debug.hide_exceptions
             yf.config.debug.hide_exceptions = False
+            logger = logging.getLogger("yfinance")
+            level = logger.level
+            logger.setLevel(logging.CRITICAL)  # its failures reach the caller as our errors
             try:
                 frame = ticker.history(**kwargs)
             except yf.exceptions.YFPricesMissingError as exc:
@@ -134,6 +138,7 @@ class YahooSource:
                 raise error from exc
             finally:
                 yf.config.debug.hide_exceptions = hide
+                logger.setLevel(level)
         tz = str(frame.index.tz) if isinstance(frame.index, pd.DatetimeIndex) and \
             frame.index.tz is not None else _exchange_tz(ticker)
         return frame, tz

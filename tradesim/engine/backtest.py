@@ -38,8 +38,11 @@ class BacktestConfig(BaseModel):
     start: str | None = None
     end: str | None = None
     source: str = "sample"
+    source_options: dict[str, Any] = Field(default_factory=dict,
+                                           description='e.g. {root = "prices/"} for files')
     interval: str = "1d"
-    quality: str = "strict"
+    quality: Literal["raise", "warn", "repair"] = "raise"
+    allow: tuple[str, ...] = Field((), description="quality checks to skip, e.g. zero_volume")
     costs: CostModel = Field(default_factory=lambda: load_costs("default"))
     initial_cash: float = Field(100_000.0, gt=0)
     fill: Literal["next_open", "close"] = "next_open"
@@ -110,11 +113,16 @@ def run_backtest(*, config: BacktestConfig, agent: Agent | None = None,
         agent = load_agent(config.agent, **config.agent_params)
     if data is None:
         from tradesim.data.load import load_market
-        wanted = list(config.symbols) + ([config.benchmark] if config.benchmark
-                                         and config.benchmark not in config.symbols else [])
-        data = load_market(symbols=wanted, source=config.source, start=config.start,
-                           end=config.end, interval=config.interval, quality=config.quality)
+        wanted = None if not config.symbols else list(config.symbols) + (
+            [config.benchmark] if config.benchmark and config.benchmark not in config.symbols
+            else [])
+        # history before `start` stays visible to the agent as warm-up; the clock starts at `start`
+        data = load_market(symbols=wanted, source=config.source, start=None, end=config.end,
+                           interval=config.interval, quality=config.quality, allow=config.allow,
+                           source_options=config.source_options)
     universe = config.symbols or tuple(s for s in data.symbols if s != config.benchmark)
+    if not universe:
+        raise ConfigError("no symbols to trade: name them (symbols = [...] / --symbols A,B)")
     for s in (*universe, *([config.benchmark] if config.benchmark else [])):
         data.full(s)  # UnknownSymbolError names it and lists what is loaded
     clock = _clock(data, universe, config)

@@ -65,11 +65,13 @@ class LocalModel:
     """One llama.cpp model in memory; calls are serialised (a llama context is not thread-safe).
 
     Consecutive prompts that share a prefix (the fixed system prompt) reuse its KV cache, which
-    halves latency for the short per-decision suffix.
+    halves latency for the short per-decision suffix. Grammar-constrained strings are capped at
+    ``max_string_chars`` so a rambling small model still closes its JSON within max_tokens.
     """
 
     def __init__(self, *, model_path: str | Path | None = None, n_ctx: int = 2048,
-                 n_threads: int | None = None, seed: int | None = 0) -> None:
+                 n_threads: int | None = None, seed: int | None = 0,
+                 max_string_chars: int = 200) -> None:
         try:
             from llama_cpp import Llama
         except ImportError as exc:
@@ -79,6 +81,7 @@ class LocalModel:
         self.lock = threading.Lock()
         self.llama = Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads,
                            seed=0 if seed is None else seed, n_gpu_layers=-1, verbose=False)
+        self.max_string_chars = max_string_chars
         self._grammars: dict[str, Any] = {}
 
     def chat(self, messages: list[dict[str, str]], *, temperature: float = 0.0,
@@ -128,7 +131,9 @@ class LocalModel:
 
         key = json.dumps(schema)  # keep property order: the grammar emits fields in it
         if key not in self._grammars:
-            self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+            gbnf = _flat_object_gbnf(schema, max_string_chars=self.max_string_chars)
+            self._grammars[key] = (LlamaGrammar.from_string(gbnf, verbose=False) if gbnf
+                                   else LlamaGrammar.from_json_schema(key, verbose=False))
         return self._grammars[key]
 
 
@@ -225,6 +230,45 @@ class LogprobDecider:
                              confidence=round(confidence, 6),
                              rationale=f"token margin {m:+.3f} vs threshold "
                                        f"{self.calibration.threshold:+.3f}; p={probs}")
+
+
+_GBNF_COMMON = r"""
+ws ::= [ ]?
+unit ::= "0" ("." [0-9]{1,4})? | "1" ("." "0"{1,4})?
+number ::= "-"? [0-9]{1,15} ("." [0-9]{1,8})?
+integer ::= "-"? [0-9]{1,15}
+boolean ::= "true" | "false"
+char ::= [^"\\\x00-\x1F] | "\\" ["\\/bfnrt]
+"""
+
+
+def _flat_object_gbnf(schema: dict[str, Any], *, max_string_chars: int) -> str | None:
+    """GBNF for a flat object of enums, bounded numbers, strings and booleans; None otherwise.
+
+    llama.cpp's own schema converter ignores number bounds and string lengths, so a small model
+    writes weight 10.0 or a rationale that runs past max_tokens; this grammar forbids both.
+    """
+    props = schema.get("properties")
+    if schema.get("type") != "object" or not props:
+        return None
+    rules, fields = [], []
+    for i, (name, spec) in enumerate(props.items()):
+        kind = spec.get("type")
+        if "enum" in spec and all(isinstance(v, str) for v in spec["enum"]):
+            body = " | ".join(json.dumps(json.dumps(v)) for v in spec["enum"])
+        elif kind == "number" and spec.get("minimum", -1) >= 0 and spec.get("maximum", 2) <= 1:
+            body = "unit"
+        elif kind in ("number", "integer", "boolean"):
+            body = kind
+        elif kind == "string" and "enum" not in spec and "format" not in spec:
+            n = min(int(spec.get("maxLength", max_string_chars)), max_string_chars)
+            body = f'"\\"" char{{0,{n}}} "\\""'
+        else:
+            return None
+        rules.append(f"v{i} ::= {body}")
+        fields.append(f'{json.dumps(json.dumps(name))} ws ":" ws v{i}')
+    root = 'root ::= "{" ws ' + ' "," ws '.join(fields) + ' ws "}"'
+    return "\n".join([root, *rules]) + _GBNF_COMMON
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

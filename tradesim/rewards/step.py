@@ -170,14 +170,18 @@ def cvar(returns: np.ndarray, *, alpha: float = 0.95) -> np.ndarray:
     return nu[..., 0] + np.maximum(losses - nu, 0.0).sum(axis=-1) / ((1.0 - alpha) * n)
 
 
-def expectile(x: np.ndarray, *, tau: float = 0.1, iters: int = 30) -> np.ndarray:
-    """The tau-expectile over the last axis (iteratively reweighted mean; exact after few steps)."""
-    v = _bounded(x)
-    e = v.mean(axis=-1, keepdims=True)
-    for _ in range(iters):
-        w = np.where(v > e, tau, 1.0 - tau)
-        e = (w * v).sum(axis=-1, keepdims=True) / w.sum(axis=-1, keepdims=True)
-    return e[..., 0]
+def expectile(x: np.ndarray, *, tau: float = 0.1) -> np.ndarray:
+    """The tau-expectile over the last axis, exactly: solved on each gap of the sorted values."""
+    v = np.sort(_bounded(x), axis=-1)
+    n = v.shape[-1]
+    below = np.concatenate([np.zeros_like(v[..., :1]), np.cumsum(v, axis=-1)], axis=-1)
+    k = np.arange(n + 1)
+    cand = (((1 - tau) * below + tau * (below[..., -1:] - below))
+            / ((1 - tau) * k + tau * (n - k)))
+    lo = np.concatenate([np.full_like(v[..., :1], -np.inf), v], axis=-1)
+    hi = np.concatenate([v, np.full_like(v[..., :1], np.inf)], axis=-1)
+    miss = np.maximum(lo - cand, 0.0) + np.maximum(cand - hi, 0.0)
+    return np.take_along_axis(cand, np.argmin(miss, axis=-1)[..., None], axis=-1)[..., 0]
 
 
 def rolling_cvar_penalty(returns: np.ndarray, *, window: int = 60,
@@ -310,15 +314,19 @@ def cvar_torch(returns: torch.Tensor, *, alpha: float = 0.95) -> torch.Tensor:
     return nu[..., 0] + (losses - nu).clamp_min(0.0).sum(-1) / ((1.0 - alpha) * n)
 
 
-def expectile_torch(x: torch.Tensor, *, tau: float = 0.1, iters: int = 30) -> torch.Tensor:
+def expectile_torch(x: torch.Tensor, *, tau: float = 0.1) -> torch.Tensor:
     """Torch form of :func:`expectile`."""
     import torch
-    v = _bounded_t(x)
-    e = v.mean(-1, keepdim=True)
-    for _ in range(iters):
-        w = torch.where(v > e, torch.full_like(v, tau), torch.full_like(v, 1.0 - tau))
-        e = (w * v).sum(-1, keepdim=True) / w.sum(-1, keepdim=True)
-    return e[..., 0]
+    v = _bounded_t(x).sort(dim=-1).values
+    n = v.shape[-1]
+    below = torch.cat([torch.zeros_like(v[..., :1]), v.cumsum(-1)], dim=-1)
+    k = torch.arange(n + 1, device=v.device, dtype=v.dtype)
+    cand = (((1 - tau) * below + tau * (below[..., -1:] - below))
+            / ((1 - tau) * k + tau * (n - k)))
+    lo = torch.cat([torch.full_like(v[..., :1], -torch.inf), v], dim=-1)
+    hi = torch.cat([v, torch.full_like(v[..., :1], torch.inf)], dim=-1)
+    miss = (lo - cand).clamp_min(0.0) + (cand - hi).clamp_min(0.0)
+    return cand.gather(-1, miss.argmin(-1, keepdim=True))[..., 0]
 
 
 def rolling_cvar_penalty_torch(returns: torch.Tensor, *, window: int = 60,
