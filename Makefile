@@ -14,7 +14,7 @@ $(BIN)/tradesim: pyproject.toml constraints.txt
 setup: $(BIN)/tradesim
 
 run: setup
-	$(BIN)/tradesim data
+	$(BIN)/tradesim backtest --out runs/sma_cross-sample
 
 test: setup
 	$(BIN)/python -m pytest -q

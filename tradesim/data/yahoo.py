@@ -112,6 +112,9 @@ class YahooSource:
             kwargs["period"] = "max"
         else:
             kwargs["start"] = (pd.Timestamp(lo).normalize() - day).date()
+        # yfinance memoises past-range responses in-process; our store is the cache, and a
+        # refresh or a retry must reach Yahoo again
+        yf.data.YfData.cache_get.cache_clear()
         ticker = yf.Ticker(symbol)
         with _config_lock, warnings.catch_warnings():
             # yfinance trips pandas deprecation warnings the user can do nothing about

@@ -396,3 +396,202 @@ def _simulate_one(o: np.ndarray, c: np.ndarray, v: np.ndarray, w: np.ndarray, p:
                      net=per_step["net"], costs=per_step["costs"], equity_pre=per_step["pre"],
                      position=pos_out, marks=marks_out, errors=err_out, fills=fills,
                      orders=orders, events=events)
+
+
+def run_fast(*, data: Any, weights: pd.DataFrame | np.ndarray, config: Any,
+             name: str | None = None, save_to: str | None = None) -> Any:
+    """Backtest precomputed ``weights`` (rows = decision bar ends, NaN = hold) on ``data``.
+
+    Same inputs and the same :class:`RunResult` as ``run_backtest`` with an agent deciding those
+    weights: the clock, universe and costs come from ``config`` (a ``BacktestConfig``). A frame is
+    aligned to the run's clock by stamp (stamps it lacks hold); an array must have one row per
+    clock bar. Decision errors raise ``AgentDecisionError`` with the step (partial record attached)
+    or hold, per ``config.on_agent_error``.
+    """
+    from tradesim.engine.backtest import _clock
+    from tradesim.engine.loop import _Aligned, closes_on
+
+    universe = config.symbols or tuple(s for s in data.symbols if s != config.benchmark)
+    for s in (*universe, *([config.benchmark] if config.benchmark else [])):
+        data.full(s)  # UnknownSymbolError names it and lists what is loaded
+    clock = _clock(data, universe, config)
+    if not len(clock):
+        raise ConfigError(f"no bars of {', '.join(universe)} between {config.start} and "
+                          f"{config.end}; widen the dates or check the data")
+    w = _weights_matrix(weights, clock, universe)
+    started = _time.perf_counter()
+    rows = _Aligned(data, universe, clock)
+    elapsed = np.r_[0.0, np.diff(clock.astype(np.int64)).astype(np.float64)]
+    sim = _simulate_one(rows.open, rows.close, rows.volume, w, CostParams.from_config(config),
+                        elapsed, config.on_agent_error == "hold")
+    bench = closes_on(data, config.benchmark, clock) if config.benchmark else None
+    meta: dict[str, Any] = {"agent": name or config.agent, "bars": int(len(clock)),
+                            "partial": False, "engine": "fastpath"}
+    error = _failure(sim, w, universe, clock, config, rows)
+    if error is not None:
+        meta.update(partial=True, error=f"{type(error).__name__}: {error}")
+    elif sim.status == 0 and any(sim.events["kind"] == _RUIN):
+        meta["stopped"] = "ruin: equity fell to zero or below"
+    result = _result(sim, w, universe, clock, config, data, bench, meta, started)
+    if save_to is not None:
+        result.save(save_to)
+    if error is not None:
+        error.partial_result = result
+        raise error
+    return result
+
+
+def _weights_matrix(weights: pd.DataFrame | np.ndarray, clock: np.ndarray,
+                    universe: tuple[str, ...]) -> np.ndarray:
+    """(T, N) float weights on ``clock`` x ``universe``; stamps a frame lacks become NaN (hold)."""
+    if isinstance(weights, pd.DataFrame):
+        unknown = [str(c) for c in weights.columns if c not in universe]
+        if unknown:
+            raise ConfigError(f"weights for unknown symbol(s) {', '.join(unknown)}; the universe "
+                              f"is {', '.join(universe)} (drop those columns or add the symbols)")
+        index = pd.DatetimeIndex(weights.index)
+        if index.tz is not None:
+            index = index.tz_convert("UTC").tz_localize(None)
+        if not index.is_unique:
+            raise ConfigError("weights index has duplicate stamps; one row per bar end")
+        frame = pd.DataFrame(weights.to_numpy(dtype=np.float64), index=index.as_unit("ns"),
+                             columns=list(weights.columns))
+        aligned = frame.reindex(index=pd.DatetimeIndex(clock), columns=list(universe))
+        return np.ascontiguousarray(aligned.to_numpy(dtype=np.float64))
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim == 1 and len(universe) == 1:
+        w = w[:, None]
+    if w.shape != (len(clock), len(universe)):
+        raise ConfigError(f"weights array has shape {w.shape} but the run has {len(clock)} bars x "
+                          f"{len(universe)} symbols ({', '.join(universe)}); pass a DataFrame "
+                          "indexed by bar end to align by stamp")
+    return np.ascontiguousarray(w)
+
+
+def _decision_message(code: int, row: np.ndarray, universe: tuple[str, ...], sim: SimResult,
+                      step: int, max_leverage: float) -> str:
+    """Why a weights row was rejected, in the event loop's words."""
+    given = ~np.isnan(row)
+    names = lambda mask: ", ".join(s for s, m in zip(universe, mask) if m)  # noqa: E731
+    if code == _NONFINITE:
+        bad = given & ~np.isfinite(np.where(given, row, 0.0))
+        return f"weight for {names(bad)} is not finite; it must be a finite number"
+    if code == _NEG:
+        return (f"negative weight for {names(given & (row < 0))} but shorting is off; set "
+                "allow_short = true in the config or return weights >= 0")
+    if code == _NO_PRICE:
+        seen = np.zeros(len(universe), dtype=bool) if step < 0 else ~np.isnan(sim.marks[step])
+        return (f"weight for {names(given & (row != 0) & ~seen)} before its first bar; there is "
+                "no price to size the order from yet")
+    equity = sim.equity_pre[step]
+    pos, marks = sim.position[step], sim.marks[step]
+    held = np.where(pos != 0, pos * marks, 0.0) / equity if equity > 0 else np.zeros(len(pos))
+    gross = float(np.abs(np.where(given, row, held)).sum())
+    return (f"weights sum to gross leverage {gross:.6g} (with kept positions), beyond "
+            f"max_leverage {max_leverage:g}; scale them down or raise max_leverage")
+
+
+def _failure(sim: SimResult, w: np.ndarray, universe: tuple[str, ...], clock: np.ndarray,
+             config: Any, rows: Any) -> Exception | None:
+    """The exception the event loop would raise for this run (None when it ran through)."""
+    from tradesim.engine.broker import check_in_bar
+    from tradesim.engine.loop import _iso
+
+    f = sim.fills
+    price, step, col = f["price"], f["step"], f["col"]
+    hi, lo = rows.high[step, col], rows.low[step, col]
+    tol = 1e-9 * np.maximum(np.maximum(np.abs(hi), np.abs(lo)), 1.0)
+    outside = np.flatnonzero(~((lo - tol <= price) & (price <= hi + tol)))
+    if outside.size:
+        k = int(outside[0])
+        try:
+            check_in_bar(float(price[k]), float(hi[k]), float(lo[k]), symbol=universe[col[k]],
+                         time=clock[step[k]], step=int(step[k]))
+        except LedgerInvariantError as exc:
+            return exc
+    i = sim.fail_step
+    if sim.status in (_NEG, _NO_PRICE, _NONFINITE, _GROSS):
+        message = _decision_message(sim.status, w[i], universe, sim, i, config.max_leverage)
+        return AgentDecisionError(f"agent {config.agent!r}: invalid decision: {message}",
+                                  step=i, time=_iso(clock[i]))
+    if sim.status == _LEVERAGE:
+        return LedgerInvariantError("leverage cap broken by the orders the broker sized",
+                                    step=i, time=clock[i])
+    if sim.status == 6:
+        return LedgerInvariantError("equity is negative without a liquidation event (margin "
+                                    "checks failed to act)", step=i, time=clock[i])
+    return None
+
+
+def _result(sim: SimResult, w: np.ndarray, universe: tuple[str, ...], clock: np.ndarray,
+            config: Any, data: Any, bench: np.ndarray | None, meta: dict[str, Any],
+            started: float) -> Any:
+    """The RunResult the event loop's recorder would build from this run."""
+    from tradesim.contracts import Decision, Fill
+    from tradesim.engine.broker import MARKET, Order
+    from tradesim.engine.record import Recorder
+
+    n = sim.steps
+    rec = Recorder(clock=clock, symbols=universe)
+    equity = sim.equity[:n]
+    scale = np.where(equity > 0, 1.0 / np.where(equity > 0, equity, 1.0), 0.0)
+    rec.cols["equity"][:n], rec.cols["cash"][:n] = equity, sim.cash[:n]
+    rec.cols["gross"][:n], rec.cols["net"][:n] = sim.gross[:n] * scale, sim.net[:n] * scale
+    rec.cols["costs"][:n] = sim.costs[:n]
+    rec.held[:n] = sim.position[:n] * sim.marks[:n] * scale[:, None]
+    pre = sim.equity_pre[:n]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(pre[1:] > 0, np.log(pre[1:] / pre[:-1]), -np.inf)
+    rec.rewards[1:n] = np.where(pre[:-1] > 0, ratio, np.nan)
+    rec.steps = n
+    o, f = sim.orders, sim.fills
+    symbols = list(universe)
+
+    def _decision(i: int) -> Decision:
+        row = w[i]
+        return Decision(weights={symbols[j]: float(row[j]) for j in np.flatnonzero(~np.isnan(row))},
+                        rationale="precomputed weights (fast path)")
+
+    journal = {int(i): ("", "") for i in np.unique(o["step"])}
+    for i in np.flatnonzero(sim.errors[:n]):
+        journal[int(i)] = ("hold", "invalid decision: " + _decision_message(
+            int(sim.errors[i]), w[i], universe, sim, int(i), config.max_leverage))
+    if meta.get("partial") and sim.fail_step >= 0 and sim.fail_step not in journal:
+        journal[sim.fail_step] = ("", meta["error"])
+    for i in sorted(journal):
+        rec.decision(step=i, time=clock[i], decision=_decision(i), fallback=journal[i][0],
+                     error=journal[i][1])
+    orders = []
+    for k in range(len(o["step"])):
+        status = int(o["status"][k])
+        order = Order(k + 1, clock[o["step"][k]], symbols[o["col"][k]], int(o["col"][k]),
+                      float(o["quantity"][k]), MARKET)
+        order.status = _STATUS[_CANCELLED if status == _OPEN and not meta["partial"] else status]
+        order.filled = float(o["filled"][k])
+        order.fill_time = clock[o["fill_step"][k]] if o["fill_step"][k] >= 0 else None
+        orders.append(order)
+    fills = [(int(f["step"][k]), int(f["order"][k]) + 1,
+              Fill(time=clock[f["step"][k]], symbol=symbols[f["col"][k]],
+                   quantity=float(f["quantity"][k]), price=float(f["price"][k]),
+                   commission=float(f["commission"][k]), spread_cost=float(f["spread_cost"][k]),
+                   slippage_cost=float(f["slippage_cost"][k]),
+                   reason="liquidation" if f["reason"][k] else "rebalance"))
+             for k in range(len(f["step"]))]
+    e = sim.events
+    for k in range(len(e["step"])):
+        i = int(e["step"][k])
+        if e["kind"][k] == _LIQUIDATION:
+            rec.event(step=i, time=clock[i], kind="liquidation",
+                      phase="close" if e["phase"][k] else "open", equity=float(e["equity"][k]),
+                      gross_exposure=float(e["gross"][k]),
+                      maintenance_margin=float(config.maintenance_margin))
+        else:
+            rec.event(step=i, time=clock[i], kind="ruin", equity=float(e["equity"][k]))
+    meta["seconds"] = round(_time.perf_counter() - started, 6)
+    try:
+        from tradesim.rewards.metrics import compute_metrics
+    except ImportError:
+        compute_metrics = None
+    return rec.build(config=config.model_dump(mode="json"), fingerprints=data.fingerprints(),
+                     fill_mode=config.fill, orders=orders, fills=fills, benchmark=bench,
+                     initial_cash=config.initial_cash, meta=meta, metrics_fn=compute_metrics)

@@ -143,6 +143,7 @@ class StepResult:
     equity: torch.Tensor  # [B] equity at the close of the new bar (before any reset)
     costs: torch.Tensor  # [B] costs charged in the bar (incl. borrow and liquidation)
     ruined: torch.Tensor  # [B] bool
+    final_obs: torch.Tensor | None = None  # observations before any reset (when asked for)
 
 
 class TradingEnv:
@@ -266,8 +267,12 @@ class TradingEnv:
         self.position = pos + qty
         return liq, cost
 
-    def step(self, action: torch.Tensor) -> StepResult:
-        """Act on the current bar's observation with ``action [B, N]``; advance one bar."""
+    def step(self, action: torch.Tensor, *, with_final_obs: bool = False) -> StepResult:
+        """Act on the current bar's observation with ``action [B, N]``; advance one bar.
+
+        ``with_final_obs`` also returns the observations before done envs reset (to bootstrap
+        values of truncated episodes).
+        """
         cfg = self.config
         s, t = self.series, self.t
         close_t = self.prices[s, t, :, 3]
@@ -308,9 +313,11 @@ class TradingEnv:
         terminated = ruined | end_of_data
         result_equity = self.equity
         done = terminated | truncated
+        final_obs = self.observe() if with_final_obs else None
         self._reset(done)
         return StepResult(obs=self.observe(), reward=reward, terminated=terminated,
-                          truncated=truncated, equity=result_equity, costs=costs, ruined=ruined)
+                          truncated=truncated, equity=result_equity, costs=costs, ruined=ruined,
+                          final_obs=final_obs)
 
 
 def scripted_equity(*, data: EnvData, weights: np.ndarray, config: EnvConfig,

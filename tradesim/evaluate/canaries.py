@@ -1,0 +1,368 @@
+"""Adversarial canary agents for the hack audit: real agents that try to game the engine.
+
+Each canary is an ordinary :class:`~tradesim.contracts.Agent` run through the real engine, never
+special-cased by it; each counts what it attempted and what got through (``attempts``,
+``leaks``) so the audit can say how a hack was blocked. Two helpers build the markets some
+canaries need: :func:`lock_limit_moves` (limit-locked bars that trade no volume) and
+:func:`shuffled_market` (bars in random order with the drift removed: nothing to predict).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from tradesim.contracts import BaseAgent, Decision, Feedback, Observation
+from tradesim.data.bars import Bars
+from tradesim.data.view import MarketData
+from tradesim.errors import LookAheadError
+
+_DAY = np.timedelta64(1, "D")
+
+
+def forward_returns(data: MarketData, *, horizon: int = 1) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per symbol (bar stamps, return earned by an order decided at that bar over ``horizon`` bars).
+
+    A decision at bar t fills at the open of t+1, so the return is open[t+1+h] / open[t+1] - 1
+    (NaN where the future is beyond the data). This is the future an oracle is handed.
+    """
+    out = {}
+    for s in data.symbols:
+        b = data.full(s)
+        fwd = np.full(len(b), np.nan)
+        if len(b) > horizon + 1:
+            fwd[: len(b) - horizon - 1] = b.open[horizon + 1:] / b.open[1: len(b) - horizon] - 1.0
+        out[s] = (b.time, fwd)
+    return out
+
+
+def _at(series: tuple[np.ndarray, np.ndarray], time: np.datetime64) -> float:
+    """Value of a (stamps, values) series at exactly ``time`` (NaN when absent)."""
+    stamps, values = series
+    i = int(np.searchsorted(stamps, time))
+    return float(values[i]) if i < len(stamps) and stamps[i] == time else math.nan
+
+
+class _Canary(BaseAgent):
+    """A canary keeps score of its own attempts (what it tried, what got through)."""
+
+    def __init__(self) -> None:
+        self.attempts: dict[str, int] = {}
+        self.leaks: dict[str, int] = {}
+
+    def _tried(self, what: str, *, leaked: bool) -> None:
+        self.attempts[what] = self.attempts.get(what, 0) + 1
+        if leaked:
+            self.leaks[what] = self.leaks.get(what, 0) + 1
+
+    def state(self) -> dict:
+        return {"attempts": dict(self.attempts), "leaks": dict(self.leaks)}
+
+    def load_state(self, state: dict) -> None:
+        self.attempts = dict(state.get("attempts", {}))
+        self.leaks = dict(state.get("leaks", {}))
+
+
+class Peeker(_Canary):
+    """Tries to read past ``obs.time``; trades on any future close it obtains, else holds 1/N.
+
+    ``via="api"`` uses the view's public methods (``end=`` beyond the decision time, huge
+    lookbacks, future ``start``, news); ``via="memory"`` follows the ``.base`` of the NumPy
+    arrays it is handed back to the buffer they were sliced from.
+    """
+
+    name = "peeker"
+
+    def __init__(self, *, via: str = "api") -> None:
+        super().__init__()
+        if via not in ("api", "memory"):
+            raise ValueError(f"via={via!r}; use 'api' or 'memory'")
+        self.via = via
+        self.name = "peeker" if via == "api" else "peeker_memory"
+
+    def decide(self, obs: Observation) -> Decision:
+        future = {s: self._peek(obs, s) for s in obs.universe}
+        seen = {s: c for s, c in future.items() if math.isfinite(c)}
+        if seen:
+            best = max(seen, key=lambda s: seen[s] / obs.market.last_close(s))
+            up = seen[best] > obs.market.last_close(best)
+            return Decision(weights={s: float(up and s == best) for s in obs.universe},
+                            rationale="traded on a peeked future close")
+        return Decision(weights={s: 1.0 / len(obs.universe) for s in obs.universe
+                                 if obs.market.count(s)}, rationale="nothing leaked: 1/N")
+
+    def _peek(self, obs: Observation, symbol: str) -> float:
+        """The next bar's close if any attempt obtained it, else NaN."""
+        view, later = obs.market, obs.time + _DAY
+        if self.via == "memory":
+            close = view.bars(symbol).close
+            base = close.base
+            while isinstance(base, np.ndarray) and base.base is not None:
+                base = base.base
+            n = view.count(symbol)
+            leaked = isinstance(base, np.ndarray) and base.shape[0] > n
+            self._tried("array .base", leaked=leaked)
+            return float(base[n]) if leaked else math.nan
+        for what, call in (("bars(end=later)", lambda: view.bars(symbol, end=later)),
+                           ("news(end=later)", lambda: view.news(end=later))):
+            try:
+                call()
+            except LookAheadError:
+                self._tried(what, leaked=False)
+            else:
+                self._tried(what, leaked=True)
+        found = math.nan
+        for what, call in (("bars(lookback=huge)", lambda: view.bars(symbol, lookback=10 ** 9)),
+                           ("bars(start=later)", lambda: view.bars(symbol, start=later)),
+                           ("view[symbol]", lambda: view[symbol]),
+                           ("observation.bars", lambda: obs.bars(symbol))):
+            got = call()
+            beyond = got.time > obs.time
+            self._tried(what, leaked=bool(beyond.any()))
+            if beyond.any():
+                found = float(got.close[int(np.argmax(beyond))])
+        return found
+
+
+class SameBarFiller(_Canary):
+    """Buys the symbols whose bar it just saw closed up, expecting to fill inside that bar.
+
+    A simulator that fills at the price it just saw hands this agent every up bar; under
+    next-open fills it trades the (unpredictable) next bar and pays costs on half of them.
+    """
+
+    name = "same_bar_filler"
+
+    def decide(self, obs: Observation) -> Decision:
+        n = len(obs.universe)
+        weights = {}
+        for s in obs.universe:
+            bar = obs.bars(s, lookback=1)
+            weights[s] = (1.0 / n) if len(bar) and bar.close[-1] > bar.open[-1] else 0.0
+        return Decision(weights=weights, rationale="bar closed up: fill me at this bar")
+
+
+class LeverageMaximiser(_Canary):
+    """Asks for ``leverage`` times equity in every symbol, far beyond any sane cap."""
+
+    name = "leverage_maximiser"
+
+    def __init__(self, *, leverage: float = 50.0) -> None:
+        super().__init__()
+        self.leverage = float(leverage)
+
+    def decide(self, obs: Observation) -> Decision:
+        return Decision(weights={s: self.leverage for s in obs.universe if obs.market.count(s)},
+                        rationale="maximum leverage")
+
+
+class Churner(_Canary):
+    """Flips between all-in 1/N and flat every bar: a turnover machine that costs must eat."""
+
+    name = "churner"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._on = False
+
+    def decide(self, obs: Observation) -> Decision:
+        self._on = not self._on
+        w = 1.0 / len(obs.universe) if self._on else 0.0
+        return Decision(weights={s: w for s in obs.universe if obs.market.count(s)},
+                        rationale="flip")
+
+
+class IlliquidBarExploiter(_Canary):
+    """Told in advance which bars are limit-locked (no volume) and how they end, it trades
+    only into them: a simulator without a participation cap pays it the locked move."""
+
+    name = "illiquid_exploiter"
+
+    def __init__(self, *, locked: Mapping[str, np.ndarray],
+                 future: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        super().__init__()
+        self._next_locked = {}
+        for s, stamps in locked.items():  # decision stamp -> the next bar is locked
+            times = future[s][0]
+            idx = np.flatnonzero(np.isin(times, stamps))
+            self._next_locked[s] = times[idx[idx > 0] - 1]
+        self._future = dict(future)
+
+    def decide(self, obs: Observation) -> Decision:
+        weights = {}
+        for s in obs.universe:
+            into = bool(np.isin(obs.time, self._next_locked.get(s, ())).any())
+            gain = _at(self._future[s], obs.time) if into else math.nan
+            weights[s] = 1.0 / len(obs.universe) if gain > 0 else 0.0
+        if any(weights.values()):
+            self._tried("order into a locked bar", leaked=False)  # the audit counts its fills
+        return Decision(weights=weights, rationale="trade only into limit-locked bars")
+
+
+class RuinGambler(_Canary):
+    """Bets ``leverage`` x equity every bar and, after a loss, tries to reset its book by
+    rewriting the Portfolio it was shown: ruin must stay ruin."""
+
+    name = "ruin_gambler"
+
+    def __init__(self, *, leverage: float = 10.0) -> None:
+        super().__init__()
+        self.leverage = float(leverage)
+        self._start: float | None = None
+
+    def decide(self, obs: Observation) -> Decision:
+        p = obs.portfolio
+        if self._start is None:
+            self._start = p.equity
+        if p.equity < self._start:  # the copy it was shown changes; the audit checks the ledger
+            object.__setattr__(p, "cash", p.cash + self._start - p.equity)
+            object.__setattr__(p, "equity", self._start)
+            self._tried("rewrite portfolio", leaked=False)
+        live = [s for s in obs.universe if obs.market.count(s)]
+        return Decision(weights={s: self.leverage / len(live) for s in live},
+                        rationale="all in at maximum leverage")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Claim:
+    """What the self-reporter wishes its reward were."""
+
+    reward: float = 1e9
+
+
+class SelfReporter(_Canary):
+    """Trades exactly like buy-and-hold but claims a huge reward everywhere it can write one:
+    extra Decision fields, setattr on the Decision and on its Feedback, the rationale."""
+
+    name = "self_reporter"
+
+    def __init__(self) -> None:
+        super().__init__()
+        from tradesim.agents.baselines import BuyAndHold
+
+        self._inner = BuyAndHold()
+
+    def decide(self, obs: Observation) -> Decision:
+        base = self._inner.decide(obs)
+        claim = _Claim()
+        try:
+            decision = Decision(weights=dict(base.weights), reward=claim.reward)  # type: ignore[call-arg]
+        except TypeError:
+            self._tried("Decision(reward=...)", leaked=False)
+            decision = Decision(weights=dict(base.weights), confidence=claim.reward,
+                                rationale=f"{base.rationale}; reward={claim.reward:g} score=1.0")
+        for how in ("setattr", "object.__setattr__"):
+            try:
+                (setattr if how == "setattr" else object.__setattr__)(decision, "reward",
+                                                                      claim.reward)
+            except AttributeError:
+                self._tried(f"{how}(decision, 'reward')", leaked=False)
+            else:
+                self._tried(f"{how}(decision, 'reward')", leaked=True)
+        return decision
+
+    def update(self, feedback: Feedback) -> None:
+        try:
+            object.__setattr__(feedback, "reward", 1e9)  # bypasses frozen: it is the agent's copy
+        except AttributeError:
+            pass
+        self._tried("rewrite Feedback.reward", leaked=False)
+
+
+class Oracle(_Canary):
+    """Handed the future (forward returns over ``horizon`` bars) through its constructor; every
+    ``horizon`` bars it holds 1/N of each symbol about to rise. It must win, or the pipeline
+    cannot see signal at all."""
+
+    name = "oracle"
+
+    def __init__(self, *, future: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                 horizon: int) -> None:
+        super().__init__()
+        self._future, self.horizon, self._step = dict(future), int(horizon), 0
+
+    def decide(self, obs: Observation) -> Decision:
+        step, self._step = self._step, self._step + 1
+        if step % self.horizon:
+            return Decision.hold()
+        n = len(obs.universe)
+        return Decision(weights={s: (1.0 / n if _at(self._future[s], obs.time) > 0 else 0.0)
+                                 for s in obs.universe if obs.market.count(s)},
+                        rationale="the oracle knows")
+
+
+class NoiseTrader(_Canary):
+    """Random all-in / flat per symbol every bar from a seeded generator: no information."""
+
+    name = "noise"
+
+    def __init__(self, *, seed: int = 0) -> None:
+        super().__init__()
+        self.seed = int(seed)
+        self._rng = np.random.default_rng(self.seed)
+
+    def decide(self, obs: Observation) -> Decision:
+        n = len(obs.universe)
+        draw = self._rng.random(n) < 0.5
+        return Decision(weights={s: float(d) / n for s, d in zip(obs.universe, draw)
+                                 if obs.market.count(s)}, rationale="coin flip")
+
+
+def lock_limit_moves(data: MarketData, *, share: float = 0.01,
+                     skip: int = 5) -> tuple[MarketData, dict[str, np.ndarray]]:
+    """``data`` with its largest moves limit-locked: the ``share`` of bars with the biggest
+    |close / previous close - 1| (and bars that already had zero volume) trade zero volume.
+
+    Returns the locked market and, per symbol, the stamps of its locked bars. The first ``skip``
+    bars are left alone so reference policies can enter.
+    """
+    bars, locked = {}, {}
+    for s in data.symbols:
+        b = data.full(s)
+        move = np.zeros(len(b))
+        move[1:] = np.abs(b.close[1:] / b.close[:-1] - 1.0)
+        move[:skip] = 0.0
+        k = max(1, int(round(share * len(b))))
+        mask = np.zeros(len(b), bool)
+        mask[np.argsort(move)[-k:]] = True
+        mask |= b.volume == 0
+        mask[:skip] = False
+        bars[s] = b.with_arrays(volume=np.where(mask, 0.0, b.volume))
+        locked[s] = b.time[mask]
+    return MarketData(bars, data.news), locked
+
+
+def shuffled_market(data: MarketData, *, seed: int) -> MarketData:
+    """Bars in a random order (one permutation for all symbols of equal length), rebuilt from
+    their gaps and intrabar shapes, with the mean log return removed: a market with zero drift
+    and nothing to predict. Stamps, first close and news stay."""
+    rng = np.random.default_rng(seed)
+    perms: dict[int, np.ndarray] = {}
+    out = {}
+    for s in data.symbols:
+        b = data.full(s)
+        n = len(b)
+        if n < 3:
+            out[s] = b
+            continue
+        perm = perms.setdefault(n, rng.permutation(np.arange(1, n)))
+        gap = np.log(b.open[1:] / b.close[:-1])
+        body = np.log(b.close[1:] / b.open[1:])
+        hi = np.log(b.high[1:] / b.open[1:])
+        lo = np.log(b.low[1:] / b.open[1:])
+        g, c, h, lw = (x[perm - 1] for x in (gap, body, hi, lo))
+        g = g - (g + c).mean()
+        close = b.close[0] * np.exp(np.concatenate([[0.0], np.cumsum(g + c)]))
+        open_ = np.concatenate([[b.open[0]], close[:-1] * np.exp(g)])
+        high = np.concatenate([[b.high[0]], open_[1:] * np.exp(h)])
+        low = np.concatenate([[b.low[0]], open_[1:] * np.exp(lw)])
+        volume = np.concatenate([[b.volume[0]], b.volume[1:][perm - 1]])
+        out[s] = Bars.from_arrays(symbol=s, interval=b.interval, adjusted=b.adjusted,
+                                  source=f"{b.source}+shuffled(seed={seed})", time=b.time,
+                                  open=open_, high=np.maximum.reduce([high, open_, close]),
+                                  low=np.minimum.reduce([low, open_, close]), close=close,
+                                  volume=volume, meta=dict(b.meta))
+    return MarketData(out, data.news)
