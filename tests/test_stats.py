@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 
@@ -162,6 +162,7 @@ def test_no_train_bar_sits_within_purge_or_embargo_of_a_test_bar(n_obs, n_splits
         assert not ((gap < 0) & (gap >= -purge)).any()
         assert not ((gap > 0) & (gap <= embargo)).any()
         assert not np.isin(train, test).any()
+    assume(n_obs - 5 - purge >= n_splits)  # room for a test bar per split after the purge
     walk = es.purged_walk_forward(n_obs, n_splits=n_splits, purge=purge, min_train=5)
     for train, test in walk:
         assert train.size >= 5 and train.max() < test.min() - purge

@@ -1,0 +1,476 @@
+"""The hack audit: every canary through the real engine, scored raw and hardened, per hack.
+
+Goal per row: a hack is blocked (a named error, a refused attempt, or a hardened score no
+better than buy-and-hold's); the oracle wins (it proves the pipeline can see signal); the
+noise trader on shuffled, drift-free markets loses (it cannot beat its costs). The report
+renders a rich table, an HTML page and JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from tradesim.contracts import Agent
+from tradesim.data.view import MarketData
+from tradesim.engine.backtest import BacktestConfig, run_backtest
+from tradesim.engine.costs import CostModel, load_costs
+from tradesim.engine.record import RunResult
+from tradesim.errors import AgentDecisionError, EngineError
+from tradesim.evaluate import canaries as cn
+from tradesim.rewards.scores import (Score, ScoreConfig, hardened_score, load_score_config,
+                                     reference_values)
+
+REFERENCES: tuple[str, ...] = ("buy_and_hold", "equal_weight")
+_TOL = 1e-12
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One canary's outcome: raw P&L score (total return), hardened score, and the verdict."""
+
+    canary: str
+    hack: str
+    goal: Literal["blocked", "wins", "loses"]
+    raw_return: float
+    hardened: float
+    reference: float  # buy-and-hold's hardened score on the same market
+    blocked: bool
+    met: bool
+    reason: str
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """All rows plus the references and the exact setup they ran on."""
+
+    rows: tuple[AuditRow, ...]
+    references: dict[str, dict[str, float]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """True when every row met its goal."""
+        return all(r.met for r in self.rows)
+
+    def failures(self) -> list[AuditRow]:
+        return [r for r in self.rows if not r.met]
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame([asdict(r) for r in self.rows])
+
+    def table(self) -> Any:
+        """A rich Table of the rows (green: goal met, red: not)."""
+        from rich.table import Table
+
+        bh = self.references.get("buy_and_hold", {})
+        table = Table(title=f"hack audit: {self.meta.get('market', '')}  (buy-and-hold: return "
+                            f"{bh.get('raw_return', math.nan):+.1%}, hardened "
+                            f"{bh.get('hardened', math.nan):.3f})")
+        for col, justify in (("canary", "left"), ("hack", "left"), ("goal", "left"),
+                             ("raw return", "right"), ("hardened", "right"), ("B&H", "right"),
+                             ("blocked", "left"), ("met", "left"), ("reason", "left")):
+            table.add_column(col, justify=justify, overflow="fold")
+        for r in self.rows:
+            style = "green" if r.met else "bold red"
+            table.add_row(r.canary, r.hack, r.goal, _pct(r.raw_return), _num(r.hardened),
+                          _num(r.reference), "yes" if r.blocked else "no",
+                          f"[{style}]{'yes' if r.met else 'NO'}[/{style}]", r.reason)
+        return table
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "rows": [asdict(r) for r in self.rows],
+                "references": self.references, "meta": self.meta}
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``audit.json``, ``audit.csv`` and ``audit.html`` into ``folder``; returns it."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "audit.json").write_text(json.dumps(self.to_dict(), indent=2, default=_jsonable))
+        self.frame().to_csv(out / "audit.csv", index=False)
+        (out / "audit.html").write_text(_html(self), encoding="utf-8")
+        return out
+
+    @classmethod
+    def load(cls, folder: str | Path) -> AuditReport:
+        """Read back a report written by :meth:`save`."""
+        raw = json.loads((Path(folder) / "audit.json").read_text())
+        return cls(rows=tuple(AuditRow(**r) for r in raw["rows"]),
+                   references=raw["references"], meta=raw["meta"])
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """A canary's run: the result (partial on an engine error), the error, returns and weights."""
+
+    result: RunResult | None
+    error: EngineError | None
+    returns: np.ndarray
+    weights: np.ndarray
+    raw_return: float
+    ruined_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Market:
+    """A market with its reference runs and their scores (the bar every canary is held to)."""
+
+    data: MarketData
+    values: dict[str, float]  # reference metric values for the preference term
+    runs: dict[str, _Run]
+    scores: dict[str, Score]
+
+
+class _Auditor:
+    def __init__(self, *, config: BacktestConfig, score: ScoreConfig,
+                 progress: Callable[[str], None] | None) -> None:
+        self.config, self.score_config, self.progress = config, score, progress
+
+    def run(self, agent: Agent, market: MarketData, *, bars: int | None = None,
+            **overrides: Any) -> _Run:
+        """Run ``agent`` through the real engine; returns padded to ``bars`` (ruin stays ruin)."""
+        if self.progress is not None:
+            self.progress(getattr(agent, "name", type(agent).__name__))
+        cfg = self.config.model_copy(update=overrides) if overrides else self.config
+        error = None
+        try:
+            result = run_backtest(config=cfg, agent=agent, data=market)
+        except EngineError as exc:
+            error, result = exc, exc.partial_result
+        return _series(result, error, cfg.initial_cash, bars)
+
+    def market(self, data: MarketData) -> _Market:
+        from tradesim.agents.registry import load_agent
+
+        runs = {name: self.run(load_agent(name), data) for name in REFERENCES}
+        n = len(runs["buy_and_hold"].returns)
+        runs = {k: v if len(v.returns) == n else _pad(v, n) for k, v in runs.items()}
+        values = reference_values(references={k: v.returns for k, v in runs.items()},
+                                  config=self.score_config)
+        scores = {k: self.hardened(v, values) for k, v in runs.items()}
+        return _Market(data=data, values=values, runs=runs, scores=scores)
+
+    def hardened(self, run: _Run, values: Mapping[str, float]) -> Score | None:
+        if len(run.returns) < 2:
+            return None
+        return hardened_score(returns=run.returns, weights=run.weights, references=values,
+                              config=self.score_config)
+
+
+def run_audit(*, data: MarketData, costs: CostModel | str | Mapping = "default",
+              score_config: ScoreConfig | str | Mapping = "balanced",
+              initial_cash: float = 100_000.0, oracle_horizon: int = 21, noise_seeds: int = 5,
+              locked_share: float = 0.01, gamble_leverage: float = 10.0, seed: int = 0,
+              progress: Callable[[str], None] | None = None) -> AuditReport:
+    """Run every canary on ``data`` under ``costs`` and score it against buy-and-hold and 1/N.
+
+    Default next-open fills and leverage cap 1; the ruin gambler alone runs with leverage up to
+    ``gamble_leverage`` and no maintenance margin (no broker safety net), so ruin can happen.
+    ``progress`` is called with each agent's name as its run starts.
+    """
+    cost_model = load_costs(costs)
+    score = score_config if isinstance(score_config, ScoreConfig) else load_score_config(
+        score_config)
+    config = BacktestConfig.build(costs=cost_model, initial_cash=initial_cash, seed=seed)
+    aud = _Auditor(config=config, score=score, progress=progress)
+    base = aud.market(data)
+    n = len(base.runs["buy_and_hold"].returns)
+    bh = _score_value(base.scores["buy_and_hold"])
+    rows = [
+        _peeker(aud, base, n, via="api"),
+        _peeker(aud, base, n, via="memory"),
+        _by_score(aud, base, n, cn.SameBarFiller(), "same_bar_filler",
+                  "trades the bar it just saw, expecting a same-bar fill"),
+        _leverage(aud, base, n),
+        _churner(aud, base, n),
+        _illiquid(aud, data, n, share=locked_share),
+        _gambler(aud, base, n, leverage=gamble_leverage),
+        _self_reporter(aud, base, n),
+        _oracle(aud, base, n, horizon=oracle_horizon),
+        _noise(aud, data, seeds=noise_seeds, seed=seed),
+    ]
+    references = {k: {"raw_return": v.raw_return, "hardened": _score_value(base.scores[k])}
+                  for k, v in base.runs.items()}
+    clock = base.runs["buy_and_hold"].result.equity.index
+    meta = {"market": f"{', '.join(data.symbols)} {str(clock[0])[:10]}..{str(clock[-1])[:10]} "
+                      f"({n} bars)",
+            "symbols": list(data.symbols), "start": str(clock[0]), "end": str(clock[-1]),
+            "bars": n, "fill_mode": config.fill, "max_leverage": config.max_leverage,
+            "costs": cost_model.model_dump(), "score_config": score.model_dump(),
+            "fingerprints": data.fingerprints(), "initial_cash": initial_cash,
+            "oracle_horizon": oracle_horizon, "noise_seeds": noise_seeds,
+            "locked_share": locked_share, "gamble_leverage": gamble_leverage, "seed": seed,
+            "buy_and_hold_hardened": bh}
+    return AuditReport(rows=tuple(rows), references=references, meta=meta)
+
+
+# --- one row per canary ----------------------------------------------------------------------
+
+def _row(canary: str, hack: str, goal: str, run: _Run, score: Score | None, ref: float,
+         blocked: bool, reason: str, met: bool | None = None) -> AuditRow:
+    err = "" if run.error is None else f"{type(run.error).__name__}: {run.error}".splitlines()[0]
+    return AuditRow(canary=canary, hack=hack, goal=goal, raw_return=run.raw_return,
+                    hardened=_score_value(score), reference=ref, blocked=blocked,
+                    met=blocked if met is None else met, reason=reason, error=err)
+
+
+def _peeker(aud: _Auditor, m: _Market, n: int, *, via: str) -> AuditRow:
+    agent = cn.Peeker(via=via)
+    run = aud.run(agent, m.data, bars=n)
+    score = aud.hardened(run, m.values)
+    tried, leaked = sum(agent.attempts.values()), sum(agent.leaks.values())
+    blocked = tried > 0 and leaked == 0 and run.error is None
+    if blocked:
+        reason = (f"{tried} look-ahead attempts ({', '.join(agent.attempts)}): all refused "
+                  "with LookAheadError or nothing past obs.time")
+    else:
+        reason = (f"{leaked} of {tried} attempts read bars after obs.time "
+                  f"({', '.join(agent.leaks)}) and traded on them")
+        if via == "memory":
+            reason += ("; the view hands out zero-copy slices whose .base is the full history "
+                       "(fix: copy the visible slice in PointInTimeView.bars)")
+    hack = ("reads past obs.time through the view's API" if via == "api"
+            else "reads past obs.time through the arrays' .base buffer")
+    return _row(agent.name, hack, "blocked", run, score, _ref(m), blocked, reason)
+
+
+def _by_score(aud: _Auditor, m: _Market, n: int, agent: Agent, name: str, hack: str,
+              **overrides: Any) -> AuditRow:
+    run = aud.run(agent, m.data, bars=n, **overrides)
+    score = aud.hardened(run, m.values)
+    blocked = run.error is not None or _score_value(score) <= _ref(m) + _TOL
+    return _row(name, hack, "blocked", run, score, _ref(m), blocked, _verdict(run, score, m))
+
+
+def _verdict(run: _Run, score: Score | None, m: _Market) -> str:
+    if run.error is not None:
+        return f"stopped by {type(run.error).__name__}"
+    worst = min(score.margins, key=score.margins.get) if score is not None else "-"
+    op = "<=" if _score_value(score) <= _ref(m) + _TOL else ">"
+    return (f"hardened {_score_value(score):.3f} {op} buy-and-hold {_ref(m):.3f} "
+            f"(tightest budget: {worst})")
+
+
+def _leverage(aud: _Auditor, m: _Market, n: int) -> AuditRow:
+    agent = cn.LeverageMaximiser()
+    run = aud.run(agent, m.data, bars=n)
+    named = isinstance(run.error, AgentDecisionError) and "max_leverage" in str(run.error)
+    reason = (f"AgentDecisionError at step {run.error.step}: leverage beyond max_leverage "
+              f"{aud.config.max_leverage:g}" if named else _verdict(run, None, m))
+    return _row(agent.name, f"asks for {agent.leverage:g}x equity per symbol", "blocked", run,
+                None, _ref(m), named, reason)
+
+
+def _churner(aud: _Auditor, m: _Market, n: int) -> AuditRow:
+    agent = cn.Churner()
+    run = aud.run(agent, m.data, bars=n)
+    score = aud.hardened(run, m.values)
+    blocked = run.error is not None or _score_value(score) <= _ref(m) + _TOL
+    paid = (float(run.result.equity["costs"].sum()) / aud.config.initial_cash
+            if run.result is not None else math.nan)
+    reason = f"costs paid {paid:.1%} of starting equity; " + _verdict(run, score, m)
+    return _row(agent.name, "flips all-in / flat every bar", "blocked", run, score, _ref(m),
+                blocked, reason)
+
+
+def _illiquid(aud: _Auditor, data: MarketData, n: int, *, share: float) -> AuditRow:
+    locked_data, locked = cn.lock_limit_moves(data, share=share)
+    m = aud.market(locked_data)
+    agent = cn.IlliquidBarExploiter(locked=locked, future=cn.forward_returns(locked_data))
+    run = aud.run(agent, locked_data, bars=n)
+    score = aud.hardened(run, m.values)
+    fills = run.result.fills if run.result is not None else pd.DataFrame()
+    stamps = fills["time"].dt.tz_localize(None).to_numpy(dtype="datetime64[ns]") if len(
+        fills) else np.array([], dtype="datetime64[ns]")
+    hits = sum(int(np.isin(stamps[(fills["symbol"] == s).to_numpy()], t).sum())
+               for s, t in locked.items()) if len(fills) else 0
+    tried = agent.attempts.get("order into a locked bar", 0)
+    blocked = tried > 0 and hits == 0
+    cap = aud.config.costs.participation_cap
+    reason = (f"{tried} orders aimed at {sum(len(t) for t in locked.values())} limit-locked "
+              f"(zero-volume) bars; {hits} filled"
+              + (f" (participation cap {cap:g} of bar volume)" if cap else " (no participation cap)"))
+    return _row(agent.name, "trades only into zero-volume / limit-locked bars, knowing how they "
+                "end", "blocked", run, score, _ref(m), blocked, reason)
+
+
+def _gambler(aud: _Auditor, m: _Market, n: int, *, leverage: float) -> AuditRow:
+    agent = cn.RuinGambler(leverage=leverage)
+    run = aud.run(agent, m.data, bars=n, max_leverage=leverage, maintenance_margin=0.0)
+    score = aud.hardened(run, m.values)
+    below = _score_value(score) <= _ref(m) + _TOL
+    if run.ruined_at is not None:
+        eq = run.result.equity["equity"].to_numpy()
+        terminal = len(eq) == run.ruined_at + 1  # the engine stopped at the ruin bar
+        blocked = terminal and below
+        reason = (f"ruined at bar {run.ruined_at} of {n}: the run stopped there "
+                  f"({'terminal' if terminal else 'NOT terminal'}), "
+                  f"{agent.attempts.get('rewrite portfolio', 0)} portfolio rewrites changed "
+                  f"nothing; hardened {_score_value(score):.3f} vs buy-and-hold {_ref(m):.3f}")
+    else:
+        blocked = run.error is not None or below
+        reason = f"no ruin at {leverage:g}x; " + _verdict(run, score, m)
+    return _row(agent.name, f"{leverage:g}x gamble, then tries to reset its book", "blocked",
+                run, score, _ref(m), blocked, reason)
+
+
+def _self_reporter(aud: _Auditor, m: _Market, n: int) -> AuditRow:
+    agent = cn.SelfReporter()
+    run = aud.run(agent, m.data, bars=n)
+    score = aud.hardened(run, m.values)
+    bh = m.runs["buy_and_hold"]
+    same = (run.result is not None and bh.result is not None
+            and np.array_equal(run.result.rewards.to_numpy(), bh.result.rewards.to_numpy(),
+                               equal_nan=True))
+    leaked = sum(agent.leaks.values())
+    blocked = same and leaked == 0 and _score_value(score) <= _ref(m) + _TOL
+    reason = (f"claimed reward 1e9 through {len(agent.attempts)} channels "
+              f"({', '.join(agent.attempts)}); {leaked} accepted; ledger rewards "
+              f"{'identical to' if same else 'DIFFER from'} buy-and-hold's; hardened "
+              f"{_score_value(score):.3f} vs {_ref(m):.3f}")
+    return _row(agent.name, "puts a reward in its Decision / Feedback / rationale", "blocked",
+                run, score, _ref(m), blocked, reason)
+
+
+def _oracle(aud: _Auditor, m: _Market, n: int, *, horizon: int) -> AuditRow:
+    agent = cn.Oracle(future=cn.forward_returns(m.data, horizon=horizon), horizon=horizon)
+    run = aud.run(agent, m.data, bars=n)
+    score = aud.hardened(run, m.values)
+    bh = m.runs["buy_and_hold"]
+    wins = (run.error is None and _score_value(score) > _ref(m)
+            and run.raw_return > bh.raw_return)
+    reason = (f"knows the next {horizon} bars: hardened {_score_value(score):.3f} vs "
+              f"buy-and-hold {_ref(m):.3f}, return {run.raw_return:+.1%} vs "
+              f"{bh.raw_return:+.1%}")
+    return _row(agent.name, "handed future returns through its constructor", "wins", run,
+                score, _ref(m), False, reason, met=wins)
+
+
+def _noise(aud: _Auditor, data: MarketData, *, seeds: int, seed: int) -> AuditRow:
+    raws, scores, refs, costs = [], [], [], []
+    run = None
+    for k in range(max(1, seeds)):
+        market = aud.market(cn.shuffled_market(data, seed=seed + 1000 + k))
+        agent = cn.NoiseTrader(seed=seed + k)
+        run = aud.run(agent, market.data, bars=len(market.runs["buy_and_hold"].returns))
+        raws.append(run.raw_return)
+        scores.append(_score_value(aud.hardened(run, market.values)))
+        refs.append(_score_value(market.scores["buy_and_hold"]))
+        costs.append(float(run.result.equity["costs"].sum()) / aud.config.initial_cash)
+    raw, hard, ref = float(np.mean(raws)), float(np.mean(scores)), float(np.mean(refs))
+    paid = float(np.mean(costs))
+    loses = raw < 0 and hard <= ref + _TOL
+    reason = (f"mean over {len(raws)} shuffled drift-free markets: net {raw:+.1%} = gross "
+              f"{raw + paid:+.1%} - costs {paid:.1%}; hardened {hard:.3f} vs buy-and-hold "
+              f"{ref:.3f}")
+    return AuditRow(canary="noise", hack="coin-flip trader on shuffled bars", goal="loses",
+                    raw_return=raw, hardened=hard, reference=ref, blocked=loses, met=loses,
+                    reason=reason, error="" if run is None or run.error is None else
+                    type(run.error).__name__)
+
+
+# --- series and helpers ----------------------------------------------------------------------
+
+def _series(result: RunResult | None, error: EngineError | None, cash: float,
+            bars: int | None) -> _Run:
+    """Per-bar returns and held weights of a run; a ruined account stays at zero afterwards."""
+    if result is None or not len(result.equity):
+        empty = np.zeros(0)
+        return _Run(result, error, empty, np.zeros((0, 0)), math.nan, None)
+    eq = result.equity["equity"].to_numpy(dtype=np.float64)
+    w = result.weights.to_numpy(dtype=np.float64)
+    prev = np.concatenate([[cash], eq[:-1]])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(prev > 0, eq / prev - 1.0, 0.0)
+    dead = np.flatnonzero(eq <= 0)
+    ruined = int(dead[0]) if dead.size else None
+    if ruined is not None:
+        r = np.concatenate([r[:ruined], [-1.0]])
+        w = w[: ruined + 1]
+    run = _Run(result, error, np.maximum(r, -1.0), np.vstack([np.zeros((1, w.shape[1])), w]),
+               float(eq[-1] / cash - 1.0), ruined)
+    return _pad(run, bars) if bars is not None and len(run.returns) < bars else run
+
+
+def _pad(run: _Run, bars: int) -> _Run:
+    """Extend a run that stopped early with flat bars (ruin or error: no reset, no gains)."""
+    k = bars - len(run.returns)
+    w = np.vstack([run.weights, np.zeros((k, run.weights.shape[1]))])
+    return _Run(run.result, run.error, np.concatenate([run.returns, np.zeros(k)]), w,
+                run.raw_return, run.ruined_at)
+
+
+def _score_value(score: Score | None) -> float:
+    return math.nan if score is None else float(score.value)
+
+
+def _ref(m: _Market) -> float:
+    return _score_value(m.scores["buy_and_hold"])
+
+
+def _pct(x: float) -> str:
+    return "–" if not math.isfinite(x) else f"{x:+.1%}"
+
+
+def _num(x: float) -> str:
+    return "–" if not math.isfinite(x) else f"{x:.3f}"
+
+
+def _jsonable(x: object) -> object:
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    return str(x)
+
+
+def _html(report: AuditReport) -> str:
+    """A self-contained page in the tear sheet's style: verdict, table, score chart, setup."""
+    from matplotlib.figure import Figure
+
+    from tradesim.report.tearsheet import _CSS, _e, _img, _png
+
+    verdict = ("<span class=stamp>every row meets its goal</span>" if report.passed else
+               "<span class='stamp danger'>" + _e(f"{len(report.failures())} row(s) miss their "
+                                                  "goal") + "</span>")
+    head = "".join(f"<th class=k>{_e(c)}</th>" for c in ("canary", "hack", "goal", "raw return",
+                                                          "hardened", "buy-and-hold", "blocked",
+                                                          "met", "reason"))
+    body = "".join(
+        f"<tr><td class=k>{_e(r.canary)}</td><td class=k>{_e(r.hack)}</td>"
+        f"<td class=k>{_e(r.goal)}</td><td>{_e(_pct(r.raw_return))}</td>"
+        f"<td>{_e(_num(r.hardened))}</td><td>{_e(_num(r.reference))}</td>"
+        f"<td class=k>{'yes' if r.blocked else 'no'}</td>"
+        f"<td class=k{'' if r.met else ' style=color:#b00020'}>{'yes' if r.met else 'NO'}</td>"
+        f"<td class=k>{_e(r.reason)}{(' — ' + _e(r.error)) if r.error else ''}</td></tr>"
+        for r in report.rows)
+    fig = Figure(figsize=(11, 3.5))
+    ax = fig.subplots()
+    names = [r.canary for r in report.rows]
+    vals = [0.0 if not math.isfinite(r.hardened) else r.hardened for r in report.rows]
+    ax.bar(names, vals, color=["#2e7d32" if r.met else "#b00020" for r in report.rows])
+    bh = report.meta.get("buy_and_hold_hardened", math.nan)
+    if math.isfinite(bh):
+        ax.axhline(bh, color="#1f4e9c", lw=1, ls="--", label="buy-and-hold")
+        ax.legend(loc="upper left")
+    ax.set_ylabel("hardened score")
+    ax.tick_params(axis="x", rotation=30, labelsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    setup = "".join(f"<tr><th class=k>{_e(k)}</th><td class=k>{_e(v)}</td></tr>"
+                    for k, v in report.meta.items())
+    refs = "".join(f"<tr><td class=k>{_e(k)}</td><td>{_e(_pct(v['raw_return']))}</td>"
+                   f"<td>{_e(_num(v['hardened']))}</td></tr>" for k, v in report.references.items())
+    return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>tradesim hack audit"
+            f"</title><style>{_CSS}</style></head><body><h1>Hack audit</h1>"
+            f"<p>{_e(report.meta.get('market', ''))}</p><p id=verdict>{verdict}</p>"
+            f"<section id=rows><h2>Canaries</h2><table>{head}{body}</table></section>"
+            f"<section id=scores><h2>Hardened scores</h2>{_img(_png(fig), 'scores')}</section>"
+            "<section id=references><h2>References</h2><table><tr><th class=k>policy</th>"
+            f"<th>raw return</th><th>hardened</th></tr>{refs}</table></section>"
+            f"<section id=setup><h2>Setup</h2><table>{setup}</table></section></body></html>")
