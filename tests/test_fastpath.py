@@ -21,7 +21,7 @@ from tradesim.data.view import MarketData
 from tradesim.engine.backtest import BacktestConfig, run_backtest
 from tradesim.engine.fastpath import CostParams, run_fast, simulate_weights
 from tradesim.engine.record import RunResult
-from tradesim.errors import AgentDecisionError, ConfigError
+from tradesim.errors import AgentDecisionError, ConfigError, EngineError
 
 SYMBOLS = ["AAA", "BBB", "CCC", "DDD"]
 FILL_COLS = ["time", "step", "symbol", "quantity", "price", "reason", "order_id"]
@@ -123,7 +123,7 @@ def _bars_from(symbol: str, close: np.ndarray, gap: np.ndarray, volume: float) -
                             volume=np.full(len(close), volume))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), fractional=st.booleans(), cap=st.booleans(),
        fill=st.sampled_from(["next_open", "close"]), lot=st.sampled_from([1.0, 10.0]))
 def test_random_weights_matrices_match_including_margin_and_ruin(
@@ -143,8 +143,15 @@ def test_random_weights_matrices_match_including_margin_and_ruin(
         costs={"commission_fixed": 1.0, "commission_bps": 5.0, "half_spread_bps": 3.0,
                "slippage_bps": 2.0, "impact_coef": 0.2, "borrow_bps_annual": 500.0,
                "participation_cap": 0.5 if cap else None})
-    loop = run_backtest(config=config, agent=_Rows(w, names), data=data)
-    fast = run_fast(data=data, weights=w, config=config)
+    try:
+        loop = run_backtest(config=config, agent=_Rows(w, names), data=data)
+    except EngineError as exc:  # e.g. the leverage cap after sizing: the fast path must agree
+        with pytest.raises(type(exc)) as fast_exc:
+            run_fast(data=data, weights=w, config=config)
+        assert fast_exc.value.step == exc.step
+        loop, fast = exc.partial_result, fast_exc.value.partial_result
+    else:
+        fast = run_fast(data=data, weights=w, config=config)
     _assert_same(loop, fast)
     held = loop.decisions[loop.decisions["fallback"] == "hold"]["step"].tolist()
     assert fast.decisions[fast.decisions["fallback"] == "hold"]["step"].tolist() == held
@@ -183,8 +190,8 @@ def test_negative_weight_without_shorting_names_the_step_and_keeps_the_record(
 
 def test_weights_beyond_the_leverage_cap_fail_at_the_same_step(daily: MarketData) -> None:
     w = np.full((len(daily.timeline()), 4), np.nan)
-    w[2] = 0.3
-    w[5, 0] = 0.5  # 0.5 + 3 x ~0.3 kept > 1
+    w[2] = 0.2
+    w[5, 0] = 0.5  # 0.5 + 3 x ~0.2 kept > 1
     config = BacktestConfig.build(symbols=SYMBOLS, costs="zero")
     with pytest.raises(AgentDecisionError) as loop_err:
         run_backtest(config=config, agent=_Rows(w, SYMBOLS), data=daily)

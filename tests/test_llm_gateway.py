@@ -12,9 +12,22 @@ from pathlib import Path
 
 import pytest
 
-from tradesim.errors import (BudgetExceededError, ConfigError, LLMProviderError, LLMTimeoutError,
-                             MissingAPIKeyError, ReplayMissError)
-from tradesim.llm import CACHE_FILE, JOURNAL_FILE, Anonymizer, Gateway, GatewayConfig, Journal
+from tradesim.errors import (
+    BudgetExceededError,
+    ConfigError,
+    LLMProviderError,
+    LLMTimeoutError,
+    MissingAPIKeyError,
+    ReplayMissError,
+)
+from tradesim.llm import (
+    CACHE_FILE,
+    JOURNAL_FILE,
+    Anonymizer,
+    Gateway,
+    GatewayConfig,
+    Journal,
+)
 from tradesim.llm.schema import TradeDecision
 from tradesim.llm.testing import FakeOpenAIServer, Reply
 
@@ -250,3 +263,15 @@ def test_anonymised_prompt_reaches_server_and_answer_is_restored_fake_openai_ser
         sent = srv.requests[0]["body"]["messages"][-1]["content"]
     assert sent == "STOCK_A closed at 180 on D-3"
     assert result.parsed.rationale == "AAPL up since 2024-03-01"
+
+
+def test_cli_probe_prints_distribution_and_flip_rate_fake_openai_server(server):
+    from typer.testing import CliRunner
+
+    from tradesim.cli import app
+
+    server.queue(*(Reply(content=GOOD.replace("buy", a)) for a in ("buy", "sell", "buy", "buy")))
+    out = CliRunner().invoke(app, ["llm", "probe", "AAPL rose 5%", "--provider", "openai",
+                                   "--base-url", server.base_url, "--variants", "4"])
+    assert out.exit_code == 0, out.output
+    assert "buy 75%, sell 25%" in out.output and "flip rate 25%" in out.output

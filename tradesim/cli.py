@@ -349,7 +349,173 @@ def _print_summary(console, result, folder: _DataPath) -> None:
 
 # --- audit and evaluate commands -----------------------------------------------------------
 
+from tradesim.errors import TradesimError as _EvalError  # noqa: E402
+
+
+def _eval_market(source: str, path: _DataPath | None, symbols: str | None, start: str | None,
+                 end: str | None, quality: str):
+    """Load the market an audit or leaderboard runs on (sample by default)."""
+    import warnings
+
+    from tradesim.data.load import load_market
+
+    if source == "files" and path is None:
+        raise typer.BadParameter("--source files needs --path FOLDER_OR_FILE")
+    wanted = [s for s in (symbols or "").replace(",", " ").split() if s] or None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quality=warn: findings are let through on purpose
+        return load_market(symbols=wanted, source=source, start=start, end=end, quality=quality,
+                           source_options={"root": path} if source == "files" else None)
+
+
+def _eval_progress(console, total: int):
+    """A rich progress bar advanced once per agent run; returns (progress, callback)."""
+    from rich.progress import Progress
+
+    progress = Progress(console=console, transient=True)
+    task = progress.add_task("running", total=total)
+
+    def step(name: str) -> None:
+        progress.update(task, advance=1, description=f"running {name}")
+
+    return progress, step
+
+
+@app.command("audit")
+def audit_command(
+    source: str = typer.Option("sample", help="sample | files | synthetic (or module:Class)"),
+    path: _DataPath | None = typer.Option(None, help="file or folder, for --source files "
+                                                     "(e.g. ../shared/data/daily/spy.us.txt)"),
+    symbols: str | None = typer.Option(None, help="comma-separated symbols (default: all)"),
+    start: str | None = typer.Option(None, help="first date, e.g. 2015-01-01"),
+    end: str | None = typer.Option(None, help="last date, inclusive"),
+    costs: str = typer.Option("default", help="cost preset (zero, default, retail) or TOML"),
+    score: str = typer.Option("balanced", help="score preset (balanced, strict, growth) or TOML"),
+    noise_seeds: int = typer.Option(5, help="shuffled markets the noise trader runs on"),
+    quality: str = typer.Option("warn", help="data quality policy: raise | warn | repair"),
+    out: _DataPath = typer.Option(_DataPath("runs/audit"), help="folder for audit.json/csv/html"),
+) -> None:
+    """Run the adversarial canaries through the engine; exit 1 if any row misses its goal."""
+    from tradesim.evaluate.audit import CANARIES, run_audit
+
+    console = _data_console()
+    try:
+        market = _eval_market(source, path, symbols, start, end, quality)
+        progress, step = _eval_progress(console, 2 * len(CANARIES) + 3 * noise_seeds + 2)
+        with progress:
+            report = run_audit(data=market, costs=costs, score_config=score,
+                               noise_seeds=noise_seeds, progress=step)
+        folder = report.save(out)
+    except _EvalError as exc:
+        raise _data_fail(exc) from None
+    console.print(report.table())
+    console.print(f"report: {folder / 'audit.html'}")
+    if not report.passed:
+        console.print(f"[red]{len(report.failures())} row(s) miss their goal: "
+                      f"{', '.join(r.canary for r in report.failures())}[/red]")
+        raise typer.Exit(code=1)
+    console.print("[green]every row meets its goal[/green]")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    agents: str = typer.Option("sma_cross,macd,buy_and_hold",
+                               help="comma-separated agents: built-in names, module:Class, specs"),
+    seeds: int = typer.Option(1, help="seeds per agent"),
+    source: str = typer.Option("sample", help="sample | files | synthetic (or module:Class)"),
+    path: _DataPath | None = typer.Option(None, help="file or folder, for --source files"),
+    symbols: str | None = typer.Option(None, help="comma-separated symbols (default: all)"),
+    start: str | None = typer.Option(None, help="first date"),
+    end: str | None = typer.Option(None, help="last date, inclusive"),
+    costs: str = typer.Option("default", help="cost preset (zero, default, retail) or TOML"),
+    score: str = typer.Option("balanced", help="score preset (balanced, strict, growth) or TOML"),
+    experiment: str = typer.Option("leaderboard", help="experiment name in the trial registry"),
+    registry: _DataPath | None = typer.Option(None, help="trial registry (default "
+                                                         "OUT/trials.sqlite, kept across runs)"),
+    quality: str = typer.Option("warn", help="data quality policy: raise | warn | repair"),
+    out: _DataPath = typer.Option(_DataPath("runs/leaderboard"), help="output folder"),
+) -> None:
+    """Compare agents on identical data and costs: CIs, deflated Sharpe, hardened score."""
+    from tradesim.evaluate.leaderboard import evaluate_agents
+
+    names = [a for a in agents.replace(",", " ").split() if a]
+    console = _data_console()
+    try:
+        market = _eval_market(source, path, symbols, start, end, quality)
+        progress, step = _eval_progress(console, len(names) * seeds + 2)
+        with progress:
+            board = evaluate_agents(agents=names, data=market, costs=costs, score_config=score,
+                                    seeds=seeds, experiment=experiment, progress=step,
+                                    registry=registry or out / "trials.sqlite")
+        folder = board.save(out)
+    except _EvalError as exc:
+        raise _data_fail(exc) from None
+    console.print(board.rich_table())
+    console.print(f"leaderboard: {folder / 'leaderboard.html'} (csv: leaderboard.csv)")
+
 # --- llm commands --------------------------------------------------------------------------
+
+llm_app = typer.Typer(help="The LLM gateway: models, cost estimates, bias and fragility probe.",
+                      no_args_is_help=True)
+app.add_typer(llm_app, name="llm")
+
+
+@llm_app.command("models")
+def llm_models() -> None:
+    """List known models with knowledge cutoffs and prices (USD per 1M tokens)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tradesim.llm.budget import PriceTable
+    from tradesim.llm.leakage import MODELS
+
+    prices, table = PriceTable(), Table("model", "knowledge cutoff", "source", "$/1M in", "$/1M out")
+    for name, info in MODELS.items():
+        p_in, p_out = (prices.cost(name, 10**6, 0), prices.cost(name, 0, 10**6))
+        table.add_row(name, str(info.cutoff), info.source, f"{p_in:.2f}", f"{p_out:.2f}")
+    Console().print(table)
+
+
+@llm_app.command("estimate")
+def llm_estimate(model: str = typer.Option("gpt-4o-mini"), calls: int = typer.Option(...),
+                 prompt_tokens: int = typer.Option(1000),
+                 completion_tokens: int = typer.Option(200)) -> None:
+    """Dry-run cost: calls x tokens x price, before a backtest starts."""
+    from tradesim.llm.budget import estimate
+
+    typer.echo(str(estimate(model=model, calls=calls, prompt_tokens=prompt_tokens,
+                            completion_tokens=completion_tokens)))
+
+
+@llm_app.command("probe")
+def llm_probe(facts: str = typer.Argument(..., help="the decision's facts, e.g. 'AAPL rose 5%...'"),
+              provider: str | None = typer.Option(None, help="openai | openai-compatible | "
+                                                  "langchain-openai | local (default: env)"),
+              model: str | None = typer.Option(None), base_url: str | None = typer.Option(None),
+              variants: int = typer.Option(6, min=2, max=6),
+              temperature: float = typer.Option(0.0),
+              cache: str | None = typer.Option(None, help="SQLite cache file to read/write")) -> None:
+    """Send paraphrases of one decision; print action distribution and flip rates."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tradesim.llm.gateway import Gateway, GatewayConfig
+    from tradesim.llm.probe import run_probe
+
+    overrides = {k: v for k, v in {"provider": provider, "model": model, "base_url": base_url,
+                                   "cache_path": cache}.items() if v is not None}
+    console = Console()
+    with Gateway(config=GatewayConfig.from_env(temperature=temperature, **overrides)) as gw, \
+            console.status(f"probing {gw.config.model_name} with {variants} paraphrases"):
+        result = run_probe(gateway=gw, facts=facts, variants=variants)
+    table = Table("variant", "action", title=f"{gw.config.model_name}: {facts}")
+    for text, action in zip(result.variants, result.actions, strict=True):
+        table.add_row(text.replace("\n", " ")[:90], action)
+    console.print(table)
+    dist = ", ".join(f"{a} {p:.0%}" for a, p in result.distribution.items())
+    console.print(f"distribution: {dist}; majority {result.majority}; flip rate "
+                  f"{result.flip_rate:.0%}; pairwise flip rate {result.pairwise_flip_rate:.0%}; "
+                  f"abstained {result.abstained}")
 
 # --- train commands ------------------------------------------------------------------------
 

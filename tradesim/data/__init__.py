@@ -1,12 +1,22 @@
 """Market data: sources, local store, point-in-time views, calendars and quality checks."""
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from tradesim.data.bars import Bars, News
-from tradesim.data.files import FileSource, read_bars
-from tradesim.data.load import load_market, open_source
-from tradesim.data.news import read_news
-from tradesim.data.store import Store
-from tradesim.data.synthetic import SyntheticSource, load_sample
 from tradesim.data.view import MarketData, PointInTimeView
 
-__all__ = ["Bars", "News", "MarketData", "PointInTimeView", "FileSource", "read_bars", "read_news",
-           "SyntheticSource", "load_sample", "Store", "load_market", "open_source"]
+# Loaded on first use: sources pull in calendars, pyarrow and scipy, which cost seconds to import.
+_LAZY = {"FileSource": "files", "read_bars": "files", "read_news": "news",
+         "SyntheticSource": "synthetic", "load_sample": "synthetic", "Store": "store",
+         "load_market": "load", "open_source": "load"}
+
+__all__ = ["Bars", "News", "MarketData", "PointInTimeView", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"tradesim.data.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'tradesim.data' has no attribute {name!r}")

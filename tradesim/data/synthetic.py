@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, model_validator
-from scipy.signal import lfilter
 
 import tradesim
 from tradesim.data import calendars
@@ -296,6 +295,8 @@ def _paths(seed: int, params: SyntheticParams, start: np.datetime64, end: np.dat
     lo = np.minimum(_price(np.exp(log_open + down)), np.minimum(o, c))
     long_run = np.sqrt((beta * params.market_vol) ** 2 + (on_sector * params.sector_vol) ** 2
                        + idio ** 2)
+    from scipy.signal import lfilter  # lazy: scipy.signal costs seconds of import time
+
     noise = lfilter([1.0], [1.0, -params.volume_persistence], params.volume_noise * vnoise, axis=0)
     log_volume = (logv * np.log(10.0) + params.volume_return_sensitivity * np.abs(ret) / long_run
                   + params.volume_vol_sensitivity * np.log(sigma / long_run) + noise)

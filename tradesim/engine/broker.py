@@ -5,7 +5,9 @@ knowable). Market orders fill at the next bar's open (or the same bar's close wh
 ``fill="close"``); limit and stop orders and per-position stop-loss / take-profit trigger against
 the bar's high/low with gap-through (a level gapped through fills at the open), and when a
 stop-loss and a take-profit both sit inside one bar the adverse one (the stop) is assumed first.
-The price functions are pure and vectorised so a fast path can reuse them.
+The price functions are pure and vectorised so a fast path can reuse them; the event loop uses
+their scalar twins (``target_qty``, ``exit_price``, ``fill_costs``), which give identical numbers
+without NumPy's per-call overhead on one symbol at a time.
 """
 
 from __future__ import annotations
@@ -16,16 +18,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from tradesim.contracts import Fill
-from tradesim.engine.costs import CostModel, trade_costs
+from tradesim.engine.costs import CostModel, fill_costs
 from tradesim.errors import LedgerInvariantError
 
 MARKET, LIMIT, STOP = "market", "limit", "stop"
 _PRICE_TOL = 1e-9
+_MAX_FLOAT = float(np.finfo(np.float64).max)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Order:
-    """One order: signed quantity (+ buy, - sell), kind, trigger level, and what became of it."""
+    """One order: signed quantity (+ buy, - sell), kind, trigger level, and what became of it.
+
+    Orders compare by identity: two orders with equal fields are still two orders.
+    """
 
     id: int
     time: np.datetime64  # when it was created (decision time)
@@ -52,6 +58,23 @@ def target_shares(weights: np.ndarray, equity: float, prices: np.ndarray, *, lot
     if fractional:
         return raw
     return np.trunc(raw / lot_size) * lot_size
+
+
+def target_qty(weight: float, equity: float, price: float, *, lot_size: float = 1.0,
+               fractional: bool = False) -> float:
+    """Scalar :func:`target_shares` for a finite ``weight`` (NaN or infinite results become 0 or
+    the largest float, as ``np.nan_to_num`` makes them)."""
+    num = weight * equity
+    if price:
+        raw = num / price
+    else:  # NumPy's x / 0: +-inf, or NaN for 0 / 0
+        raw = (math.nan if num == 0 or num != num
+               else math.copysign(math.inf, num) * math.copysign(1.0, price))
+    if not fractional and math.isfinite(raw):
+        raw = float(math.trunc(raw / lot_size)) * lot_size
+    if math.isfinite(raw):
+        return raw
+    return 0.0 if math.isnan(raw) else math.copysign(_MAX_FLOAT, raw)
 
 
 def order_fill_price(kind: str, quantity: float, level: float, open_: float, high: float,
@@ -90,6 +113,30 @@ def exit_prices(position: np.ndarray, stop: np.ndarray, target: np.ndarray, open
     price = np.where(use_stop, stop_px, np.where(use_tgt, tgt_px, np.nan))
     reason = np.where(use_stop, 1, np.where(use_tgt, 2, 0))
     return price, reason
+
+
+def _fmin(a: float, b: float) -> float:
+    return b if a != a else a if b != b else min(a, b)
+
+
+def _fmax(a: float, b: float) -> float:
+    return b if a != a else a if b != b else max(a, b)
+
+
+def exit_price(quantity: float, stop: float, target: float, open_: float, high: float,
+               low: float) -> tuple[float, int]:
+    """Scalar :func:`exit_prices` for one position: (exit price or NaN, 0 / 1 stop / 2 target)."""
+    long, short = quantity > 0, quantity < 0
+    stop_hit = (long and low <= stop) or (short and high >= stop)
+    tgt_hit = (long and high >= target) or (short and low <= target)
+    stop_gap = (long and open_ <= stop) or (short and open_ >= stop)
+    tgt_gap = (long and open_ >= target) or (short and open_ <= target)
+    use_tgt = tgt_hit and (tgt_gap or not stop_hit) and not stop_gap
+    if stop_hit and not use_tgt:
+        return (_fmin(open_, stop) if long else _fmax(open_, stop)), 1
+    if use_tgt:
+        return (_fmax(open_, target) if long else _fmin(open_, target)), 2
+    return math.nan, 0
 
 
 def check_in_bar(price: float, high: float, low: float, *, symbol: str, time: object,
@@ -151,33 +198,33 @@ class Broker:
         """
         out: list[tuple[Order, Fill]] = []
         cap = self.costs.participation_cap
-        used = np.zeros(len(self.symbols)) if cap is not None else None
+        used: dict[int, float] = {}
         for order in list(self.open_orders):
             j = order.col
             px_ref = ref[j]
-            if math.isnan(px_ref) or order.kind not in kinds:
+            if px_ref != px_ref or order.kind not in kinds:
                 continue  # no bar for this symbol now (NaN), or not this phase's business
-            price = order_fill_price(order.kind, order.quantity, order.level, float(px_ref),
-                                     float(high[j]), float(low[j]))
-            if math.isnan(price):
+            hi, lo = float(high[j]), float(low[j])
+            price = order_fill_price(order.kind, order.quantity, order.level, float(px_ref), hi, lo)
+            if price != price:
                 continue
             remaining = order.quantity - order.filled
             qty = remaining
+            vol = float(volume[j])
             if cap is not None:
-                room = max(cap * float(np.nan_to_num(volume[j])) - used[j], 0.0)
+                room = max(cap * (vol if vol == vol else 0.0) - used.get(j, 0.0), 0.0)
                 qty = math.copysign(min(abs(remaining), room), remaining)
-                used[j] += abs(qty)
+                used[j] = used.get(j, 0.0) + abs(qty)
             self.open_orders.remove(order)
             if qty == 0.0:
                 order.status = "cancelled"
                 continue
-            check_in_bar(price, float(high[j]), float(low[j]), symbol=order.symbol, time=time,
-                         step=step, order=order)
+            check_in_bar(price, hi, lo, symbol=order.symbol, time=time, step=step, order=order)
             order.filled += qty
             order.fill_time = time
             order.status = "filled" if qty == remaining else "partial"
             out.append((order, self.make_fill(time=time, col=j, quantity=qty, price=price,
-                                              volume=float(volume[j]), reason=order.kind
+                                              volume=vol, reason=order.kind
                                               if order.reason == "rebalance" and order.kind != MARKET
                                               else order.reason)))
         return out
@@ -185,8 +232,6 @@ class Broker:
     def make_fill(self, *, time: np.datetime64, col: int, quantity: float, price: float,
                   volume: float, reason: str) -> Fill:
         """A fill with its costs from the cost model."""
-        c, s, sl = trade_costs(np.array([quantity]), np.array([price]), np.array([volume]),
-                               self.costs)
+        c, s, sl = fill_costs(quantity, price, volume, self.costs)
         return Fill(time=time, symbol=self.symbols[col], quantity=float(quantity), price=float(price),
-                    commission=float(c[0]), spread_cost=float(s[0]), slippage_cost=float(sl[0]),
-                    reason=reason)
+                    commission=c, spread_cost=s, slippage_cost=sl, reason=reason)

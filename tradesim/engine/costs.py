@@ -7,6 +7,7 @@ pure and work on NumPy arrays so the event loop and a vectorised kernel share th
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -113,6 +114,20 @@ def trade_costs(qty: np.ndarray, price: np.ndarray, volume: np.ndarray,
     return commission, spread, slip
 
 
+def fill_costs(qty: float, price: float, volume: float,
+               model: CostModel) -> tuple[float, float, float]:
+    """Scalar :func:`trade_costs` for one fill (same arithmetic, same results, no arrays)."""
+    q = abs(qty)
+    notional = q * price
+    commission = model.commission_fixed + notional * (model.commission_bps * 1e-4) if q > 0 else 0.0
+    spread = notional * (model.half_spread_bps * 1e-4)
+    slip = notional * (model.slippage_bps * 1e-4)
+    if model.impact_coef:
+        part = q / volume if volume > 0 else 1.0
+        slip = slip + notional * model.impact_coef * math.sqrt(min(part, 1.0))
+    return commission, spread, slip
+
+
 def cap_quantity(qty: np.ndarray, volume: np.ndarray, cap: float | None) -> np.ndarray:
     """``qty`` limited to ``cap`` times the bar volume (sign kept); unchanged without a cap."""
     q = np.asarray(qty, dtype=np.float64)
@@ -127,4 +142,11 @@ def borrow_fee(positions: np.ndarray, marks: np.ndarray, bps_annual: float, elap
     if not bps_annual or elapsed_ns <= 0:
         return 0.0
     short_value = float(np.sum(np.where(positions < 0, -positions * marks, 0.0)))
+    return short_value * bps_annual * 1e-4 * elapsed_ns / _YEAR_NS
+
+
+def borrow_fee_on(short_value: float, bps_annual: float, elapsed_ns: float) -> float:
+    """Scalar :func:`borrow_fee` given the short side's market value (a positive number)."""
+    if not bps_annual or elapsed_ns <= 0:
+        return 0.0
     return short_value * bps_annual * 1e-4 * elapsed_ns / _YEAR_NS

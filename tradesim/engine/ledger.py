@@ -3,6 +3,10 @@
 It is the single source of truth the rewards and reports read. :meth:`Ledger.check` verifies the
 invariants after every step from independent records (the step's fills and fees) rather than from
 the ledger's own running sums, and raises :class:`LedgerInvariantError` — it never clamps.
+
+The book is kept in plain Python lists of floats (``shares``, ``prices``): the engine touches a
+handful of symbols per step, where scalar arithmetic beats NumPy's per-call overhead many times
+over. ``position``, ``avg_cost``, ``realised`` and ``marks`` give NumPy snapshots for readers.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ _REL_TOL = 1e-9
 
 
 class Ledger:
-    """Book of one account over a fixed universe (arrays indexed like ``symbols``)."""
+    """Book of one account over a fixed universe (lists indexed like ``symbols``)."""
 
     def __init__(self, *, symbols: tuple[str, ...], initial_cash: float) -> None:
         if not (initial_cash > 0 and math.isfinite(initial_cash)):
@@ -29,13 +33,13 @@ class Ledger:
         self.col = {s: j for j, s in enumerate(symbols)}
         self.initial_cash = float(initial_cash)
         self.cash = float(initial_cash)
-        self.position = np.zeros(n)
-        self.avg_cost = np.zeros(n)
-        self.realised = np.zeros(n)
-        self.marks = np.full(n, np.nan)
+        self.shares: list[float] = [0.0] * n  # signed position per symbol
+        self.prices: list[float] = [math.nan] * n  # mark per symbol (NaN before its first bar)
+        self._avg = [0.0] * n
+        self._real = [0.0] * n
         self.commission = self.spread = self.slippage = self.borrow = 0.0
         self._start_cash = self.cash
-        self._start_position = self.position.copy()
+        self._start_shares = list(self.shares)
         self._step_borrow = 0.0
 
     # --- updates ---------------------------------------------------------------------------
@@ -43,24 +47,24 @@ class Ledger:
     def begin_step(self) -> None:
         """Snapshot what the invariants compare against at the end of the step."""
         self._start_cash = self.cash
-        self._start_position[:] = self.position
+        self._start_shares = self.shares.copy()
         self._step_borrow = 0.0
 
     def apply(self, fill: Fill, col: int) -> None:
         """Book one fill: cash, position, average cost, realised P&L, cost totals."""
         q, p = fill.quantity, fill.price
-        pos = float(self.position[col])
+        pos = self.shares[col]
         new = pos + q
         if pos == 0.0 or (pos > 0) == (q > 0):  # opening or adding: blend the average cost
-            self.avg_cost[col] = (pos * self.avg_cost[col] + q * p) / new
+            self._avg[col] = (pos * self._avg[col] + q * p) / new
         else:  # reducing, closing or reversing
             closed = min(abs(q), abs(pos))
-            self.realised[col] += math.copysign(closed, pos) * (p - self.avg_cost[col])
+            self._real[col] += math.copysign(closed, pos) * (p - self._avg[col])
             if abs(q) > abs(pos):
-                self.avg_cost[col] = p
+                self._avg[col] = p
             elif new == 0.0:
-                self.avg_cost[col] = 0.0
-        self.position[col] = new
+                self._avg[col] = 0.0
+        self.shares[col] = new
         self.cash -= q * p + fill.commission + fill.spread_cost + fill.slippage_cost
         self.commission += fill.commission
         self.spread += fill.spread_cost
@@ -72,43 +76,74 @@ class Ledger:
         self.borrow += fee
         self._step_borrow += fee
 
-    def mark(self, prices: np.ndarray) -> None:
+    def mark(self, prices: Sequence[float]) -> None:
         """Mark to ``prices``; NaN entries (no bar now) keep the previous mark."""
-        np.copyto(self.marks, prices, where=~np.isnan(prices))
+        marks = self.prices
+        for j, p in enumerate(prices):
+            if p == p:
+                marks[j] = float(p)
 
     # --- reads -----------------------------------------------------------------------------
+
+    @property
+    def position(self) -> np.ndarray:
+        """Snapshot of the positions (shares, negative = short) as an array."""
+        return np.array(self.shares)
+
+    @property
+    def marks(self) -> np.ndarray:
+        """Snapshot of the marks as an array (NaN before a symbol's first bar)."""
+        return np.array(self.prices)
+
+    @property
+    def avg_cost(self) -> np.ndarray:
+        """Snapshot of the average entry price per symbol (0 when flat)."""
+        return np.array(self._avg)
+
+    @property
+    def realised(self) -> np.ndarray:
+        """Snapshot of the realised P&L per symbol."""
+        return np.array(self._real)
 
     @property
     def costs(self) -> float:
         """All trading costs and fees paid so far."""
         return self.commission + self.spread + self.slippage + self.borrow
 
-    def equity(self, marks: np.ndarray | None = None) -> float:
+    def equity(self, marks: Sequence[float] | None = None) -> float:
         """Cash plus positions at ``marks`` (default: the current marks)."""
-        m = self.marks if marks is None else marks
-        held = self.position != 0.0
-        return self.cash + float(self.position[held] @ m[held]) if held.any() else self.cash
+        value = 0.0
+        for q, m in zip(self.shares, self.prices if marks is None else marks):
+            if q:
+                value += q * m
+        return self.cash + value
 
     def exposures(self) -> tuple[float, float]:
         """(gross, net) market value of the positions at the current marks."""
-        held = self.position != 0.0
-        if not held.any():
-            return 0.0, 0.0
-        value = self.position[held] * self.marks[held]
-        return float(np.abs(value).sum()), float(value.sum())
+        gross = net = 0.0
+        for q, m in zip(self.shares, self.prices):
+            if q:
+                v = q * m
+                gross += abs(v)
+                net += v
+        return gross, net
 
     def unrealised(self) -> float:
         """Open P&L of the positions against their average cost."""
-        held = self.position != 0.0
-        return float(self.position[held] @ (self.marks[held] - self.avg_cost[held]))
+        out = 0.0
+        for q, m, a in zip(self.shares, self.prices, self._avg):
+            if q:
+                out += q * (m - a)
+        return out
 
     # --- invariants ------------------------------------------------------------------------
 
     def check(self, *, step: int, time: object, fills: Sequence[tuple[int, Fill]],
               liquidated: bool, orders: Sequence[object] = ()) -> float:
         """Verify the invariants after a step; returns equity. ``fills`` are (column, fill)."""
+        shares = self.shares
         if (not fills and not self._step_borrow and self.cash == self._start_cash
-                and np.array_equal(self.position, self._start_position)):
+                and shares == self._start_shares):
             # nothing booked: cash and positions unchanged, and the identity below does not
             # depend on marks, so it holds as it did at the last full check
             equity = self.equity()
@@ -119,7 +154,7 @@ class Ledger:
                     numbers={"equity": equity, "cash": self.cash})
             return equity
         traded = paid = 0.0
-        moved = self._start_position.copy() if fills else self._start_position
+        moved = self._start_shares.copy()
         for col, f in fills:
             traded += f.quantity * f.price
             paid += f.cost
@@ -132,25 +167,32 @@ class Ledger:
                 step=step, time=time, orders=list(orders),
                 numbers={"cash_before": self._start_cash, "cash_after": self.cash,
                          "sum_qty_price": traded, "costs": paid, "borrow": self._step_borrow})
-        if (not np.array_equal(moved, self.position) if not fills else
-                np.abs(moved - self.position).max() > 1e-9 * (1.0 + np.abs(self.position).max())):
+        if fills:
+            tol = 1e-9 * (1.0 + max(abs(q) for q in shares))
+            moved_wrong = any(abs(m - q) > tol for m, q in zip(moved, shares))
+        else:
+            moved_wrong = moved != shares
+        if moved_wrong:
             raise LedgerInvariantError(
                 "position conservation broken: positions != previous + filled quantities",
                 step=step, time=time, orders=list(orders),
-                numbers={"expected": moved.tolist(), "positions": self.position.tolist()})
-        held = self.position != 0.0
-        pos, marks = self.position[held], self.marks[held]
-        equity = self.cash + float(pos @ marks)
-        unrealised = float(pos @ (marks - self.avg_cost[held]))
-        accounted = self.initial_cash + float(self.realised.sum()) + unrealised - self.costs
-        gross = float(np.abs(pos * marks).sum())
+                numbers={"expected": moved, "positions": list(shares)})
+        value = unrealised = gross = 0.0
+        for q, m, a in zip(shares, self.prices, self._avg):
+            if q:
+                v = q * m
+                value += v
+                unrealised += q * (m - a)
+                gross += abs(v)
+        equity = self.cash + value
+        realised = sum(self._real)
+        accounted = self.initial_cash + realised + unrealised - self.costs
         if abs(equity - accounted) > _REL_TOL * (1.0 + abs(equity) + gross + self.initial_cash):
             raise LedgerInvariantError(
                 "equity identity broken: cash + sum(qty*mark) != initial cash + realised + "
                 "unrealised - costs", step=step, time=time, orders=list(orders),
                 numbers={"equity": equity, "accounted": accounted, "cash": self.cash,
-                         "realised": float(self.realised.sum()), "unrealised": unrealised,
-                         "costs": self.costs})
+                         "realised": realised, "unrealised": unrealised, "costs": self.costs})
         if equity < 0 and not liquidated:
             raise LedgerInvariantError(
                 "equity is negative without a liquidation event (margin checks failed to act)",
@@ -158,11 +200,14 @@ class Ledger:
                 numbers={"equity": equity, "cash": self.cash, "gross_exposure": gross})
         return equity
 
-    def check_leverage(self, *, step: int, time: object, target: np.ndarray, prices: np.ndarray,
-                       equity: float, max_leverage: float, orders: Sequence[object] = ()) -> None:
+    def check_leverage(self, *, step: int, time: object, target: Sequence[float],
+                       prices: Sequence[float], equity: float, max_leverage: float,
+                       orders: Sequence[object] = ()) -> None:
         """The book after these orders (at decision prices) stays within ``max_leverage``."""
-        held = target != 0.0
-        gross = float(np.abs(target[held] * prices[held]).sum()) if held.any() else 0.0
+        gross = 0.0
+        for q, p in zip(target, prices):
+            if q:
+                gross += abs(q * p)
         if gross > 0 and (equity <= 0 or gross > max_leverage * equity * (1 + _REL_TOL) + 1e-9):
             raise LedgerInvariantError(
                 "leverage cap broken by the orders the broker sized", step=step, time=time,

@@ -9,11 +9,19 @@ rows as they arrive. :func:`run_loop` drives an agent through it bar by bar.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from tradesim.contracts import Agent, Decision, Feedback, Fill, Observation, Portfolio
+from tradesim.contracts import (
+    Agent,
+    BaseAgent,
+    Decision,
+    Feedback,
+    Fill,
+    Observation,
+    Portfolio,
+)
 from tradesim.data.view import MarketData, PointInTimeView
 from tradesim.engine.broker import (
     LIMIT,
@@ -22,10 +30,10 @@ from tradesim.engine.broker import (
     Broker,
     Order,
     check_in_bar,
-    exit_prices,
-    target_shares,
+    exit_price,
+    target_qty,
 )
-from tradesim.engine.costs import CostModel, borrow_fee
+from tradesim.engine.costs import CostModel, borrow_fee_on
 from tradesim.engine.ledger import Ledger
 from tradesim.engine.record import Recorder
 from tradesim.errors import AgentDecisionError, EngineError
@@ -35,7 +43,13 @@ _EXIT_REASON = {1: "stop_loss", 2: "take_profit"}
 
 
 class Engine:
-    """Broker + ledger of one account; processes one bar per step, whatever drives the clock."""
+    """Broker + ledger of one account; processes one bar per step, whatever drives the clock.
+
+    Bar rows (one value per symbol, NaN = no bar) may be lists or arrays; the book is kept in
+    plain Python floats because a step touches a handful of symbols, where scalar arithmetic is
+    many times faster than NumPy calls. ``stop_loss`` / ``take_profit`` hold one level per symbol
+    (NaN = none).
+    """
 
     def __init__(self, *, symbols: tuple[str, ...], initial_cash: float, costs: CostModel,
                  fill: str = "next_open", lot_size: float = 1.0, fractional: bool = False,
@@ -51,11 +65,13 @@ class Engine:
         self.ledger = Ledger(symbols=self.symbols, initial_cash=initial_cash)
         self.broker = Broker(symbols=self.symbols, costs=costs)
         n = len(self.symbols)
-        self.stop_loss = np.full(n, np.nan)
-        self.take_profit = np.full(n, np.nan)
+        self.stop_loss: list[float] = [math.nan] * n
+        self.take_profit: list[float] = [math.nan] * n
         self.fills: list[tuple[int, int, Fill]] = []  # (step, order id or 0, fill), whole run
         self.events: list[dict] = []
         self.ruined = False
+        self._open_kinds = (MARKET, LIMIT, STOP) if fill == "next_open" else (LIMIT, STOP)
+        self._armed = 0  # symbols with a stop-loss or take-profit level set
         self._step_fills: list[tuple[int, Fill]] = []
         self._step_orders: list[Order] = []
         self._liquidated = False
@@ -64,39 +80,48 @@ class Engine:
 
     # --- one step ---------------------------------------------------------------------------
 
-    def open_step(self, *, step: int, time: np.datetime64, open: np.ndarray, high: np.ndarray,
-                  low: np.ndarray, close: np.ndarray, volume: np.ndarray) -> None:
+    def open_step(self, *, step: int, time: np.datetime64, open: Sequence[float],
+                  high: Sequence[float], low: Sequence[float], close: Sequence[float],
+                  volume: Sequence[float]) -> None:
         """Bar ``step`` happened: borrow fee, margin at the open, pending orders, stops, close mark.
 
         NaN entries mean the symbol has no bar at this time (its orders wait, its mark stays).
         """
+        if type(open) is not list:
+            open, high, low, close, volume = (np.asarray(a, dtype=np.float64).tolist()
+                                              for a in (open, high, low, close, volume))
         L = self.ledger
         L.begin_step()
         self._step_fills, self._step_orders, self._liquidated = [], [], False
         self._bar = (step, time, open, high, low, close, volume)
-        has_pos = bool(L.position.any())
+        shares = L.shares
+        has_pos = any(shares)
         if has_pos and self._last_time is not None and self.costs.borrow_bps_annual:
-            fee = borrow_fee(L.position, L.marks, self.costs.borrow_bps_annual,
-                             float((time - self._last_time).astype("int64")))
-            if fee:
-                L.charge_borrow(fee)
+            short_value = 0.0
+            for q, m in zip(shares, L.prices):
+                if q < 0:
+                    short_value += -q * m
+            if short_value:
+                fee = borrow_fee_on(short_value, self.costs.borrow_bps_annual,
+                                    float((time - self._last_time).astype("int64")))
+                if fee:
+                    L.charge_borrow(fee)
         self._last_time = time
         if has_pos:
             self._margin_call(phase="open", prices=open)
         if self.broker.open_orders:
-            kinds = (MARKET, LIMIT, STOP) if self.fill == "next_open" else (LIMIT, STOP)
             for order, fill in self.broker.execute(step=step, time=time, ref=open, high=high,
-                                                   low=low, volume=volume, kinds=kinds):
+                                                   low=low, volume=volume,
+                                                   kinds=self._open_kinds):
                 self._book(step, fill, order)
-        if L.position.any() and (np.isfinite(self.stop_loss).any()
-                                 or np.isfinite(self.take_profit).any()):
+        if self._armed and any(shares):
             self._exits(step, time, open, high, low, volume)
         L.mark(close)
-        if L.position.any():
+        if any(shares):
             self._margin_call(phase="close", prices=close)
 
-    def rebalance(self, *, weights: np.ndarray, stop_loss: np.ndarray | None = None,
-                  take_profit: np.ndarray | None = None) -> list[Order]:
+    def rebalance(self, *, weights: Sequence[float], stop_loss: Sequence[float] | None = None,
+                  take_profit: Sequence[float] | None = None) -> list[Order]:
         """Orders toward target ``weights`` (NaN: keep that position) sized at the last closes.
 
         In ``fill="close"`` mode they execute at this bar's close right away.
@@ -104,29 +129,36 @@ class Engine:
         step, time = self._bar[0], self._bar[1]
         L = self.ledger
         equity = L.equity()
-        current = L.position
-        sized = target_shares(np.nan_to_num(weights), equity, L.marks, lot_size=self.lot_size,
-                              fractional=self.fractional)
-        target = np.where(np.isnan(weights), current, np.nan_to_num(sized))
-        delta = target - current
+        current, marks = L.shares, L.prices
+        target = [q if w != w else target_qty(w, equity, m, lot_size=self.lot_size,
+                                              fractional=self.fractional)
+                  for w, q, m in zip(weights, current, marks)]
         gross_now, _ = L.exposures()
-        L.check_leverage(step=step, time=time, target=target, prices=L.marks, equity=equity,
+        L.check_leverage(step=step, time=time, target=target, prices=marks, equity=equity,
                          max_leverage=max(self.max_leverage, gross_now / equity if equity > 0 else 0),
                          orders=self.broker.open_orders)
         orders = []
-        for j in np.flatnonzero(~np.isnan(weights)):
-            self.broker.cancel_all(col=int(j), kind=MARKET)
-            if abs(delta[j]) > 1e-12:
-                orders.append(self.broker.create(time=time, col=int(j), quantity=float(delta[j])))
-        if stop_loss is not None:
-            np.copyto(self.stop_loss, stop_loss, where=~np.isnan(stop_loss))
-        if take_profit is not None:
-            np.copyto(self.take_profit, take_profit, where=~np.isnan(take_profit))
+        broker = self.broker
+        for j, w in enumerate(weights):
+            if w != w:
+                continue
+            if broker.open_orders:
+                broker.cancel_all(col=j, kind=MARKET)
+            delta = target[j] - current[j]
+            if abs(delta) > 1e-12:
+                orders.append(broker.create(time=time, col=j, quantity=delta))
+        if stop_loss is not None or take_profit is not None:
+            for levels, new in ((self.stop_loss, stop_loss), (self.take_profit, take_profit)):
+                if new is not None:
+                    for j, x in enumerate(new):
+                        if x == x:
+                            levels[j] = float(x)
+            self._count_armed()
         self._step_orders.extend(orders)
         if self.fill == "close" and orders:
             _, _, _, high, low, close, volume = self._bar
-            for order, fill in self.broker.execute(step=step, time=time, ref=close, high=high,
-                                                   low=low, volume=volume, kinds=(MARKET,)):
+            for order, fill in broker.execute(step=step, time=time, ref=close, high=high,
+                                              low=low, volume=volume, kinds=(MARKET,)):
                 self._book(step, fill, order)
         return orders
 
@@ -153,31 +185,43 @@ class Engine:
     # --- internals -------------------------------------------------------------------------
 
     def _book(self, step: int, fill: Fill, order: Order | None) -> None:
-        col = self.ledger.col[fill.symbol]
-        self.ledger.apply(fill, col)
+        L = self.ledger
+        col = L.col[fill.symbol]
+        L.apply(fill, col)
         self._step_fills.append((col, fill))
         self.fills.append((step, order.id if order is not None else 0, fill))
-        if self.ledger.position[col] == 0.0:
-            self.stop_loss[col] = self.take_profit[col] = np.nan
+        if L.shares[col] == 0.0 and (self.stop_loss[col] == self.stop_loss[col]
+                                     or self.take_profit[col] == self.take_profit[col]):
+            self.stop_loss[col] = self.take_profit[col] = math.nan
+            self._count_armed()
 
-    def _exits(self, step: int, time: np.datetime64, open_: np.ndarray, high: np.ndarray,
-               low: np.ndarray, volume: np.ndarray) -> None:
-        pos = self.ledger.position
-        price, reason = exit_prices(pos, self.stop_loss, self.take_profit, open_, high, low)
-        for j in np.flatnonzero(reason):
-            fill = self.broker.make_fill(time=time, col=int(j), quantity=-float(pos[j]),
-                                         price=float(price[j]), volume=float(volume[j]),
-                                         reason=_EXIT_REASON[int(reason[j])])
-            self._checked(step, time, fill, high[j], low[j])
-            self._book(step, fill, None)
+    def _count_armed(self) -> None:
+        self._armed = sum(1 for a, b in zip(self.stop_loss, self.take_profit) if a == a or b == b)
 
-    def _margin_call(self, *, phase: str, prices: np.ndarray) -> None:
+    def _exits(self, step: int, time: np.datetime64, open_: list[float], high: list[float],
+               low: list[float], volume: list[float]) -> None:
+        shares = self.ledger.shares
+        for j, (stop, target) in enumerate(zip(self.stop_loss, self.take_profit)):
+            q = shares[j]
+            if not q or (stop != stop and target != target):
+                continue
+            price, reason = exit_price(q, stop, target, open_[j], high[j], low[j])
+            if reason:
+                fill = self.broker.make_fill(time=time, col=j, quantity=-q, price=price,
+                                             volume=volume[j], reason=_EXIT_REASON[reason])
+                check_in_bar(fill.price, high[j], low[j], symbol=fill.symbol, time=time, step=step)
+                self._book(step, fill, None)
+
+    def _margin_call(self, *, phase: str, prices: list[float]) -> None:
         """Liquidate everything tradable now when equity falls below the maintenance margin."""
         L = self.ledger
-        marks = np.where(np.isnan(prices), L.marks, prices)
-        held = L.position != 0.0
-        gross = float(np.abs(L.position[held] * marks[held]).sum())
-        equity = L.equity(marks)
+        gross = value = 0.0
+        for q, p, m in zip(L.shares, prices, L.prices):
+            if q:
+                v = q * (p if p == p else m)
+                gross += abs(v)
+                value += v
+        equity = L.cash + value
         if gross == 0.0 or equity >= self.maintenance_margin * gross:
             return
         step, time, _, high, low, _, volume = self._bar
@@ -185,15 +229,13 @@ class Engine:
         self._event(step, time, "liquidation", phase=phase, equity=equity, gross_exposure=gross,
                     maintenance_margin=self.maintenance_margin)
         self.broker.cancel_all()
-        for j in np.flatnonzero(held & ~np.isnan(prices)):
-            fill = self.broker.make_fill(time=time, col=int(j), quantity=-float(L.position[j]),
-                                         price=float(prices[j]), volume=float(volume[j]),
-                                         reason="liquidation")
-            self._checked(step, time, fill, high[j], low[j])
-            self._book(step, fill, None)
-
-    def _checked(self, step: int, time: np.datetime64, fill: Fill, high: float, low: float) -> None:
-        check_in_bar(fill.price, float(high), float(low), symbol=fill.symbol, time=time, step=step)
+        for j, p in enumerate(prices):
+            q = L.shares[j]
+            if q and p == p:
+                fill = self.broker.make_fill(time=time, col=j, quantity=-q, price=p,
+                                             volume=volume[j], reason="liquidation")
+                check_in_bar(fill.price, high[j], low[j], symbol=fill.symbol, time=time, step=step)
+                self._book(step, fill, None)
 
     def _event(self, step: int, time: np.datetime64, kind: str, **detail: float | str) -> None:
         self.events.append({"step": step, "time": time, "kind": kind, **detail})
@@ -228,55 +270,62 @@ class _InvalidDecision(Exception):
     """A Decision that breaks the rules (the message says which and how to fix it)."""
 
 
+def _row(what: str, mapping: Mapping, universe: dict[str, int], fill: float) -> list[float]:
+    """One Decision mapping as a row over the universe (``fill`` where absent); raises."""
+    unknown = [s for s in mapping if s not in universe]
+    if unknown:
+        raise _InvalidDecision(f"{what} for unknown symbol(s) {', '.join(map(repr, unknown))}; "
+                               f"the universe is {', '.join(universe)}")
+    row = [fill] * len(universe)
+    for s, v in mapping.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise _InvalidDecision(f"{what} for {s!r} is {v!r}; it must be a finite number")
+        if what != "weight" and v <= 0:
+            raise _InvalidDecision(f"{what} for {s!r} is {v!r}; a price level must be positive")
+        row[universe[s]] = float(v)
+    return row
+
+
 def _validate(decision: object, *, universe: dict[str, int], ledger: Ledger,
-              has_price: np.ndarray, max_leverage: float, allow_short: bool
-              ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+              has_price: list[bool], max_leverage: float, allow_short: bool
+              ) -> tuple[list[float] | None, list[float] | None, list[float] | None]:
     """Decision -> (weights row, stop row, target row), NaN = unchanged; raises _InvalidDecision."""
     if not isinstance(decision, Decision):
         raise _InvalidDecision(f"decide returned {type(decision).__name__}, expected a Decision")
-    if not (decision.weights or decision.stop_loss or decision.take_profit
-            or decision.rebalance_missing):
+    weights, missing = decision.weights, decision.rebalance_missing
+    if not (weights or decision.stop_loss or decision.take_profit or missing):
         return None, None, None  # a plain hold: the common case, kept cheap
-    n = len(universe)
-    rows: list[np.ndarray | None] = []
-    for what, mapping in (("weight", decision.weights), ("stop_loss", decision.stop_loss),
-                          ("take_profit", decision.take_profit)):
-        if not mapping and not (what == "weight" and decision.rebalance_missing):
-            rows.append(None)
-            continue
-        unknown = [s for s in mapping if s not in universe]
-        if unknown:
-            raise _InvalidDecision(f"{what} for unknown symbol(s) {', '.join(map(repr, unknown))}; "
-                             f"the universe is {', '.join(universe)}")
-        row = np.full(n, 0.0 if what == "weight" and decision.rebalance_missing else np.nan)
-        for s, v in mapping.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise _InvalidDecision(f"{what} for {s!r} is {v!r}; it must be a finite number")
-            if what != "weight" and v <= 0:
-                raise _InvalidDecision(f"{what} for {s!r} is {v!r}; a price level must be positive")
-            row[universe[s]] = float(v)
-        rows.append(row)
-    w = rows[0]
+    w = (_row("weight", weights, universe, 0.0 if missing else math.nan)
+         if weights or missing else None)
+    sl = _row("stop_loss", decision.stop_loss, universe, math.nan) if decision.stop_loss else None
+    tp = (_row("take_profit", decision.take_profit, universe, math.nan)
+          if decision.take_profit else None)
     if w is not None:
-        if not allow_short and (w < 0).any():
+        if not allow_short and any(x < 0 for x in w):
             bad = [s for s, j in universe.items() if w[j] < 0]
             raise _InvalidDecision(f"negative weight for {', '.join(bad)} but shorting is off; "
-                             "set allow_short = true in the config or return weights >= 0")
+                                   "set allow_short = true in the config or return weights >= 0")
         no_price = [s for s, j in universe.items() if w[j] != 0 and w[j] == w[j]
                     and not has_price[j]]
         if no_price:
             raise _InvalidDecision(f"weight for {', '.join(no_price)} before its first bar; "
-                             "there is no price to size the order from yet")
+                                   "there is no price to size the order from yet")
         equity = ledger.equity()
-        held = np.where(ledger.position != 0, ledger.position * ledger.marks, 0.0)
-        held_weights = held / equity if equity > 0 else np.zeros(n)
-        combined = np.where(np.isnan(w), held_weights, w)
-        gross, gross_now = float(np.abs(combined).sum()), float(np.abs(held_weights).sum())
+        gross = gross_now = 0.0
+        for x, q, m in zip(w, ledger.shares, ledger.prices):
+            held = abs(q * m / equity) if q and equity > 0 else 0.0
+            gross += held if x != x else abs(x)
+            gross_now += held
         if gross > max_leverage * (1 + 1e-9) and gross > gross_now * (1 + 1e-9):
-            raise _InvalidDecision(f"weights sum to gross leverage {gross:.6g} (with kept positions), "
-                             f"beyond max_leverage {max_leverage:g}; scale them down or raise "
-                             "max_leverage")
-    return rows[0], rows[1], rows[2]
+            raise _InvalidDecision(f"weights sum to gross leverage {gross:.6g} (with kept "
+                                   f"positions), beyond max_leverage {max_leverage:g}; scale them "
+                                   "down or raise max_leverage")
+    return w, sl, tp
+
+
+def _ignores_feedback(agent: Agent) -> bool:
+    """True when ``update`` is BaseAgent's no-op, so building Feedback objects can be skipped."""
+    return getattr(getattr(agent, "update", None), "__func__", None) is BaseAgent.update
 
 
 def run_loop(*, engine: Engine, agent: Agent, data: MarketData, universe: tuple[str, ...],
@@ -288,48 +337,66 @@ def run_loop(*, engine: Engine, agent: Agent, data: MarketData, universe: tuple[
     Per step t: fills and stops in bar t, mark at close t, Feedback for the previous decision,
     Observation from ``data`` as of t, decide, validate, orders for t+1 (or at close t).
     Raises AgentDecisionError (``on_agent_error="raise"``) after recording the failing step.
+    ``progress`` is called about a thousand times over the run and at its last step.
     """
     bars = {s: data.full(s) for s in data.symbols}
-    counts = {s: np.searchsorted(b.time, clock, "right").tolist() for s, b in bars.items()}
+    names = tuple(bars)
+    counts = list(zip(*(np.searchsorted(b.time, clock, "right").tolist() for b in bars.values())))
     news = data.news
     n_news = np.searchsorted(news.available_at, clock, "right").tolist()
     rows = _Aligned(data, universe, clock)
+    opens, highs, lows, closes, volumes = (a.tolist() for a in (
+        rows.open, rows.high, rows.low, rows.close, rows.volume))
+    times = list(clock)
     col = {s: j for j, s in enumerate(universe)}
+    n = len(universe)
     L = engine.ledger
     total = len(clock)
+    every = max(1, total // 1000)
+    feedback = not _ignores_feedback(agent)
+    journal = recorder.journal
+    rewards = recorder.rewards
+    decide = agent.decide
     prev: tuple | None = None  # (decision time, equity then, fills index, costs then)
-    seen = np.zeros(len(universe), dtype=bool)
+    seen = [False] * n
+    unseen = n
     for i in range(total):
-        t = clock[i]
-        engine.open_step(step=i, time=t, open=rows.open[i], high=rows.high[i], low=rows.low[i],
-                         close=rows.close[i], volume=rows.volume[i])
-        seen |= ~np.isnan(rows.close[i])
+        t = times[i]
+        close = closes[i]
+        engine.open_step(step=i, time=t, open=opens[i], high=highs[i], low=lows[i],
+                         close=close, volume=volumes[i])
+        if unseen:
+            for j, c in enumerate(close):
+                if c == c and not seen[j]:
+                    seen[j] = True
+                    unseen -= 1
         equity = L.equity()
         if prev is not None:
             reward = _reward(prev[1], equity)
-            recorder.rewards[i] = reward
-            fills = tuple(f for _, _, f in engine.fills[prev[2]:])
-            fb = Feedback(time=t, decision_time=prev[0], fills=fills, equity=equity,
-                          period_return=equity / prev[1] - 1 if prev[1] > 0 else math.nan,
-                          costs=L.costs - prev[3], reward=reward)
-            try:
-                agent.update(fb)
-            except Exception as exc:  # the agent's own bug: name the step, keep the record
-                _fail(engine, recorder, i, t, None, f"update raised {type(exc).__name__}: {exc}")
-                raise AgentDecisionError(f"agent {getattr(agent, 'name', agent)!r} update() "
-                                         f"raised {type(exc).__name__}: {exc}", step=i,
-                                         time=_iso(t)) from exc
-        marks = L.marks
-        positions = {s: float(L.position[j]) for s, j in col.items() if L.position[j]}
-        prices = {s: float(marks[j]) for s, j in col.items() if marks[j] == marks[j]}
-        view = PointInTimeView(t, bars, {s: c[i] for s, c in counts.items()}, news, n_news[i])
+            rewards[i] = reward
+            if feedback:
+                fills = tuple(f for _, _, f in engine.fills[prev[2]:])
+                fb = Feedback(time=t, decision_time=prev[0], fills=fills, equity=equity,
+                              period_return=equity / prev[1] - 1 if prev[1] > 0 else math.nan,
+                              costs=L.costs - prev[3], reward=reward)
+                try:
+                    agent.update(fb)
+                except Exception as exc:  # the agent's own bug: name the step, keep the record
+                    _fail(engine, recorder, i, t, None,
+                          f"update raised {type(exc).__name__}: {exc}")
+                    raise AgentDecisionError(f"agent {getattr(agent, 'name', agent)!r} update() "
+                                             f"raised {type(exc).__name__}: {exc}", step=i,
+                                             time=_iso(t)) from exc
+        positions = {s: q for s, q in zip(universe, L.shares) if q}
+        prices = {s: m for s, m in zip(universe, L.prices) if m == m}
+        view = PointInTimeView(t, bars, dict(zip(names, counts[i])), news, n_news[i])
         obs = Observation(time=t, step=i, universe=universe, market=view, interval=interval,
                           portfolio=Portfolio(cash=L.cash, positions=positions, prices=prices,
                                               equity=equity))
         fills_before, costs_before = len(engine.fills), L.costs
-        decision = error = None
+        decision = None
         try:
-            decision = agent.decide(obs)
+            decision = decide(obs)
             w, sl, tp = _validate(decision, universe=col, has_price=seen, ledger=L,
                                   max_leverage=engine.max_leverage, allow_short=engine.allow_short)
         except Exception as exc:
@@ -339,21 +406,22 @@ def run_loop(*, engine: Engine, agent: Agent, data: MarketData, universe: tuple[
                 _fail(engine, recorder, i, t, decision, error)
                 raise AgentDecisionError(f"agent {getattr(agent, 'name', agent)!r}: {error}",
                                          step=i, time=_iso(t)) from exc
-            recorder.decision(step=i, time=t, decision=decision, fallback="hold", error=error)
+            journal.append((i, t, decision if isinstance(decision, Decision) else None, "hold",
+                            error))
             w = sl = tp = None
         else:
-            recorder.decision(step=i, time=t, decision=decision)
+            journal.append((i, t, decision, "", ""))
         if w is not None or sl is not None or tp is not None:
-            engine.rebalance(weights=w if w is not None else np.full(len(col), np.nan),
+            engine.rebalance(weights=w if w is not None else [math.nan] * n,
                              stop_loss=sl, take_profit=tp)
         equity_end = engine.close_step()
         gross, net = L.exposures()
         recorder.row(step=i, equity=equity_end, cash=L.cash, gross=gross, net=net,
-                     costs_total=L.costs, positions=L.position, marks=marks)
+                     costs_total=L.costs, positions=L.shares, marks=L.prices)
         prev = (t, equity, fills_before, costs_before)
         if engine.ruined:
             break
-        if progress is not None:
+        if progress is not None and ((i + 1) % every == 0 or i + 1 == total):
             progress(i + 1, total)
     for order in list(engine.broker.open_orders):
         engine.broker.cancel(order)
@@ -370,8 +438,8 @@ def _fail(engine: Engine, recorder: Recorder, i: int, t: np.datetime64,
         equity = engine.ledger.equity()
     gross, net = engine.ledger.exposures()
     recorder.row(step=i, equity=equity, cash=engine.ledger.cash, gross=gross, net=net,
-                 costs_total=engine.ledger.costs, positions=engine.ledger.position,
-                 marks=engine.ledger.marks)
+                 costs_total=engine.ledger.costs, positions=engine.ledger.shares,
+                 marks=engine.ledger.prices)
 
 
 def closes_on(data: MarketData, symbol: str, clock: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,21 +138,41 @@ class Recorder:
         self.cols = {k: np.full(n, np.nan) for k in ("equity", "cash", "gross", "net", "costs")}
         self.held = np.full((n, len(symbols)), np.nan)
         self.rewards = np.full(n, np.nan)
-        self.journal: list[tuple] = []
+        self.journal: list[tuple] = []  # (step, time, decision or None, fallback, error)
         self.events: list[dict] = []
         self._costs_total = 0.0
+        self._rows: list[tuple] = []
 
     def row(self, *, step: int, equity: float, cash: float, gross: float, net: float,
-            costs_total: float, positions: np.ndarray, marks: np.ndarray) -> None:
-        """The book at the end of ``step`` (exposures in currency; stored as fractions of equity)."""
-        c = self.cols
-        scale = 1.0 / equity if equity > 0 else 0.0
-        c["equity"][step], c["cash"][step] = equity, cash
-        c["gross"][step], c["net"][step] = gross * scale, net * scale
-        c["costs"][step] = costs_total - self._costs_total
-        self._costs_total = costs_total
-        self.held[step] = positions * marks * scale  # NaN marks of flat symbols zeroed in build
+            costs_total: float, positions: Sequence[float], marks: Sequence[float]) -> None:
+        """The book at the end of ``step`` (exposures in currency; stored as fractions of equity).
+
+        Rows are buffered as Python tuples and written into the arrays in one pass on ``build``.
+        """
+        self._rows.append((step, equity, cash, gross, net, costs_total, tuple(positions),
+                           tuple(marks)))
         self.steps = step + 1
+
+    def _flush(self) -> None:
+        """Write buffered rows into the per-step arrays (the same arithmetic, vectorised)."""
+        if not self._rows:
+            return
+        step, equity, cash, gross, net, totals, positions, marks = zip(*self._rows)
+        self._rows = []
+        at = np.array(step, dtype=np.int64)
+        equity_ = np.array(equity, dtype=np.float64)
+        scale = np.zeros_like(equity_)
+        np.divide(1.0, equity_, out=scale, where=equity_ > 0)
+        totals_ = np.array(totals, dtype=np.float64)
+        c = self.cols
+        c["equity"][at], c["cash"][at] = equity_, cash
+        c["gross"][at] = np.array(gross, dtype=np.float64) * scale
+        c["net"][at] = np.array(net, dtype=np.float64) * scale
+        c["costs"][at] = totals_ - np.r_[self._costs_total, totals_[:-1]]
+        self._costs_total = float(totals_[-1])
+        # NaN marks of flat symbols zeroed in build
+        self.held[at] = (np.array(positions, dtype=np.float64).reshape(len(at), -1)
+                         * np.array(marks, dtype=np.float64).reshape(len(at), -1) * scale[:, None])
 
     def decision(self, *, step: int, time: np.datetime64, decision: Decision | None,
                  fallback: str = "", error: str = "") -> None:
@@ -166,6 +187,7 @@ class Recorder:
               orders: list[Order], fills: list[tuple[int, int, Fill]], benchmark: np.ndarray | None,
               initial_cash: float, meta: dict[str, Any], metrics_fn: Any = None) -> RunResult:
         """Assemble the RunResult from what was recorded (also for a partial run)."""
+        self._flush()
         n = self.steps
         index = _utc_index(self.clock[:n])
         c = self.cols

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,12 +23,15 @@ from tradesim.data.view import MarketData
 from tradesim.engine.backtest import BacktestConfig, run_backtest
 from tradesim.engine.costs import CostModel, load_costs
 from tradesim.engine.record import RunResult
-from tradesim.errors import AgentDecisionError, EngineError
+from tradesim.errors import AgentDecisionError, ConfigError, EngineError
 from tradesim.evaluate import canaries as cn
 from tradesim.rewards.scores import (Score, ScoreConfig, hardened_score, load_score_config,
                                      reference_values)
 
 REFERENCES: tuple[str, ...] = ("buy_and_hold", "equal_weight")
+CANARIES: tuple[str, ...] = ("peeker", "peeker_memory", "same_bar_filler", "leverage_maximiser",
+                             "churner", "illiquid_exploiter", "ruin_gambler", "self_reporter",
+                             "oracle", "noise")
 _TOL = 1e-12
 
 
@@ -168,12 +171,14 @@ class _Auditor:
 def run_audit(*, data: MarketData, costs: CostModel | str | Mapping = "default",
               score_config: ScoreConfig | str | Mapping = "balanced",
               initial_cash: float = 100_000.0, oracle_horizon: int = 21, noise_seeds: int = 5,
-              locked_share: float = 0.01, gamble_leverage: float = 10.0, seed: int = 0,
+              locked_share: float = 0.01, gamble_leverage: float = 25.0, seed: int = 0,
+              canaries: Collection[str] | None = None,
               progress: Callable[[str], None] | None = None) -> AuditReport:
     """Run every canary on ``data`` under ``costs`` and score it against buy-and-hold and 1/N.
 
     Default next-open fills and leverage cap 1; the ruin gambler alone runs with leverage up to
     ``gamble_leverage`` and no maintenance margin (no broker safety net), so ruin can happen.
+    ``canaries`` picks a subset of :data:`CANARIES` (default: all, in that order);
     ``progress`` is called with each agent's name as its run starts.
     """
     cost_model = load_costs(costs)
@@ -184,19 +189,26 @@ def run_audit(*, data: MarketData, costs: CostModel | str | Mapping = "default",
     base = aud.market(data)
     n = len(base.runs["buy_and_hold"].returns)
     bh = _score_value(base.scores["buy_and_hold"])
-    rows = [
-        _peeker(aud, base, n, via="api"),
-        _peeker(aud, base, n, via="memory"),
-        _by_score(aud, base, n, cn.SameBarFiller(), "same_bar_filler",
-                  "trades the bar it just saw, expecting a same-bar fill"),
-        _leverage(aud, base, n),
-        _churner(aud, base, n),
-        _illiquid(aud, data, n, share=locked_share),
-        _gambler(aud, base, n, leverage=gamble_leverage),
-        _self_reporter(aud, base, n),
-        _oracle(aud, base, n, horizon=oracle_horizon),
-        _noise(aud, data, seeds=noise_seeds, seed=seed),
-    ]
+    makers: dict[str, Callable[[], AuditRow]] = {
+        "peeker": lambda: _peeker(aud, base, n, via="api"),
+        "peeker_memory": lambda: _peeker(aud, base, n, via="memory"),
+        "same_bar_filler": lambda: _by_score(
+            aud, base, n, cn.SameBarFiller(), "same_bar_filler",
+            "trades the bar it just saw, expecting a same-bar fill"),
+        "leverage_maximiser": lambda: _leverage(aud, base, n),
+        "churner": lambda: _churner(aud, base, n),
+        "illiquid_exploiter": lambda: _illiquid(aud, data, n, share=locked_share),
+        "ruin_gambler": lambda: _gambler(aud, base, n, leverage=gamble_leverage),
+        "self_reporter": lambda: _self_reporter(aud, base, n),
+        "oracle": lambda: _oracle(aud, base, n, horizon=oracle_horizon),
+        "noise": lambda: _noise(aud, data, seeds=noise_seeds, seed=seed),
+    }
+    chosen = CANARIES if canaries is None else tuple(canaries)
+    unknown = [c for c in chosen if c not in makers]
+    if unknown:
+        raise ConfigError(f"unknown canary {', '.join(map(repr, unknown))}; choose from "
+                          f"{', '.join(CANARIES)}")
+    rows = [makers[name]() for name in chosen]
     references = {k: {"raw_return": v.raw_return, "hardened": _score_value(base.scores[k])}
                   for k, v in base.runs.items()}
     clock = base.runs["buy_and_hold"].result.equity.index
@@ -208,6 +220,7 @@ def run_audit(*, data: MarketData, costs: CostModel | str | Mapping = "default",
             "fingerprints": data.fingerprints(), "initial_cash": initial_cash,
             "oracle_horizon": oracle_horizon, "noise_seeds": noise_seeds,
             "locked_share": locked_share, "gamble_leverage": gamble_leverage, "seed": seed,
+            "canaries": list(chosen),
             "buy_and_hold_hardened": bh}
     return AuditReport(rows=tuple(rows), references=references, meta=meta)
 
@@ -309,9 +322,10 @@ def _gambler(aud: _Auditor, m: _Market, n: int, *, leverage: float) -> AuditRow:
     below = _score_value(score) <= _ref(m) + _TOL
     if run.ruined_at is not None:
         eq = run.result.equity["equity"].to_numpy()
-        terminal = len(eq) == run.ruined_at + 1  # the engine stopped at the ruin bar
+        terminal = len(eq) <= run.ruined_at + 1  # the engine stopped at the ruin bar
         blocked = terminal and below
-        reason = (f"ruined at bar {run.ruined_at} of {n}: the run stopped there "
+        stop = "" if run.error is None else f" by {type(run.error).__name__}"
+        reason = (f"ruined at bar {run.ruined_at} of {n}: the run stopped there{stop} "
                   f"({'terminal' if terminal else 'NOT terminal'}), "
                   f"{agent.attempts.get('rewrite portfolio', 0)} portfolio rewrites changed "
                   f"nothing; hardened {_score_value(score):.3f} vs buy-and-hold {_ref(m):.3f}")
@@ -391,13 +405,21 @@ def _series(result: RunResult | None, error: EngineError | None, cash: float,
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(prev > 0, eq / prev - 1.0, 0.0)
     dead = np.flatnonzero(eq <= 0)
-    ruined = int(dead[0]) if dead.size else None
+    ruined = int(dead[0]) if dead.size else _ruin_event(result.events)
     if ruined is not None:
         r = np.concatenate([r[:ruined], [-1.0]])
-        w = w[: ruined + 1]
+        w = np.vstack([w[:ruined], np.zeros((1, w.shape[1]))])
     run = _Run(result, error, np.maximum(r, -1.0), np.vstack([np.zeros((1, w.shape[1])), w]),
                float(eq[-1] / cash - 1.0), ruined)
     return _pad(run, bars) if bars is not None and len(run.returns) < bars else run
+
+
+def _ruin_event(events: pd.DataFrame) -> int | None:
+    """Step of the first liquidation or ruin event that left equity <= 0 (None if none)."""
+    for step, kind, detail in zip(events["step"], events["kind"], events["detail"]):
+        if kind in ("ruin", "liquidation") and json.loads(detail).get("equity", 1.0) <= 0:
+            return int(step)
+    return None
 
 
 def _pad(run: _Run, bars: int) -> _Run:

@@ -99,13 +99,15 @@ class Peeker(_Canary):
         view, later = obs.market, obs.time + _DAY
         if self.via == "memory":
             close = view.bars(symbol).close
-            base = close.base
-            while isinstance(base, np.ndarray) and base.base is not None:
+            base = close
+            while isinstance(base.base, np.ndarray):
                 base = base.base
-            n = view.count(symbol)
-            leaked = isinstance(base, np.ndarray) and base.shape[0] > n
+            offset = (close.__array_interface__["data"][0]
+                      - base.__array_interface__["data"][0]) // close.itemsize
+            nxt = offset + close.shape[0]
+            leaked = base is not close and close.strides == base.strides and nxt < base.shape[0]
             self._tried("array .base", leaked=leaked)
-            return float(base[n]) if leaked else math.nan
+            return float(base[nxt]) if leaked else math.nan
         for what, call in (("bars(end=later)", lambda: view.bars(symbol, end=later)),
                            ("news(end=later)", lambda: view.news(end=later))):
             try:
@@ -203,12 +205,13 @@ class IlliquidBarExploiter(_Canary):
 
 
 class RuinGambler(_Canary):
-    """Bets ``leverage`` x equity every bar and, after a loss, tries to reset its book by
-    rewriting the Portfolio it was shown: ruin must stay ruin."""
+    """Puts ``leverage`` x equity on the most volatile symbol every bar and, after a loss,
+    tries to reset its book by rewriting the Portfolio it was shown: ruin must stay ruin."""
 
     name = "ruin_gambler"
+    lookback = 20
 
-    def __init__(self, *, leverage: float = 10.0) -> None:
+    def __init__(self, *, leverage: float = 25.0) -> None:
         super().__init__()
         self.leverage = float(leverage)
         self._start: float | None = None
@@ -221,9 +224,16 @@ class RuinGambler(_Canary):
             object.__setattr__(p, "cash", p.cash + self._start - p.equity)
             object.__setattr__(p, "equity", self._start)
             self._tried("rewrite portfolio", leaked=False)
-        live = [s for s in obs.universe if obs.market.count(s)]
-        return Decision(weights={s: self.leverage / len(live) for s in live},
-                        rationale="all in at maximum leverage")
+        vol = {}
+        for s in obs.universe:
+            close = obs.bars(s, lookback=self.lookback).close
+            if close.shape[0] >= 2:
+                vol[s] = float(np.std(np.diff(np.log(close))))
+        if not vol:
+            return Decision.hold()
+        pick = max(vol, key=vol.get)
+        return Decision(weights={s: self.leverage if s == pick else 0.0 for s in vol},
+                        rationale=f"all in {pick} at maximum leverage")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,7 +268,7 @@ class SelfReporter(_Canary):
             try:
                 (setattr if how == "setattr" else object.__setattr__)(decision, "reward",
                                                                       claim.reward)
-            except AttributeError:
+            except (AttributeError, TypeError):  # frozen slots dataclass: refused either way
                 self._tried(f"{how}(decision, 'reward')", leaked=False)
             else:
                 self._tried(f"{how}(decision, 'reward')", leaked=True)

@@ -18,18 +18,29 @@ from collections.abc import Awaitable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from tradesim.errors import (ConfigError, LLMProviderError, LLMTimeoutError, MissingAPIKeyError,
-                             ReplayMissError)
+from tradesim.errors import (
+    ConfigError,
+    LLMProviderError,
+    LLMTimeoutError,
+    MissingAPIKeyError,
+    ReplayMissError,
+)
 from tradesim.llm.budget import Budget, CostEstimate, PriceTable, Usage, estimate
 from tradesim.llm.cache import CachedAnswer, LLMCache, cache_key
 from tradesim.llm.journal import CallRecord, Journal, redact
 from tradesim.llm.leakage import Anonymizer, LeakageFlag, leakage_flags
-from tradesim.llm.providers import ChatAnswer, ChatRequest, LangChainProvider, OpenAIProvider, Provider
+from tradesim.llm.providers import (
+    ChatAnswer,
+    ChatRequest,
+    LangChainProvider,
+    OpenAIProvider,
+    Provider,
+)
 from tradesim.llm.schema import TradeDecision, json_schema, parse, repair_message
 
 ProviderName = Literal["openai", "openai-compatible", "langchain-openai", "local"]
@@ -215,7 +226,7 @@ class Gateway:
         if self._tmpdir is not None:
             self._tmpdir.cleanup()
 
-    def __enter__(self) -> Gateway:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -320,7 +331,7 @@ class Gateway:
                     answer = await asyncio.wait_for(self._provider.complete(request),
                                                     timeout=cfg.timeout_s)
                 return answer, attempt
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 error: LLMProviderError = LLMTimeoutError(
                     f"{self.provider_name} model {cfg.model_name!r}: no answer within "
                     f"{cfg.timeout_s}s; raise timeout_s or check the server", retryable=True)

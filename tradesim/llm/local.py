@@ -71,7 +71,7 @@ class LocalModel:
 
     def __init__(self, *, model_path: str | Path | None = None, n_ctx: int = 2048,
                  n_threads: int | None = None, seed: int | None = 0,
-                 max_string_chars: int = 200) -> None:
+                 max_string_chars: int = 60) -> None:
         try:
             from llama_cpp import Llama
         except ImportError as exc:
@@ -199,8 +199,8 @@ class LogprobDecider:
         """log p(buy) - log p(sell) after ``facts``, and the three renormalised probabilities."""
         prompt = self.model.chat_prompt([{"role": "system", "content": self.system},
                                          {"role": "user", "content": f"{facts}\n{_ASK}"}])
-        p = self.model.next_token_probs(prompt, ACTIONS)
-        probs = dict(zip(ACTIONS, p.tolist(), strict=True))
+        p = self.model.next_token_probs(prompt, [*ACTIONS, *(a.capitalize() for a in ACTIONS)])
+        probs = {a: float(p[i] + p[i + len(ACTIONS)]) for i, a in enumerate(ACTIONS)}
         return math.log(probs["buy"] + 1e-12) - math.log(probs["sell"] + 1e-12), probs
 
     def calibrate(self, examples: Sequence[tuple[str, str]]) -> Calibration:

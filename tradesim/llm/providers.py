@@ -131,9 +131,9 @@ def provider_error(exc: BaseException, *, provider: str, model: str) -> LLMProvi
     import openai
 
     where = f"{provider} model {model!r}"
-    if isinstance(exc, openai.APITimeoutError) or isinstance(exc, TimeoutError):
+    if isinstance(exc, (openai.APITimeoutError, TimeoutError)):
         return LLMTimeoutError(f"{where}: request timed out", retryable=True)
-    if isinstance(exc, openai.APIConnectionError) or isinstance(exc, ConnectionError):
+    if isinstance(exc, (openai.APIConnectionError, ConnectionError)):
         return LLMProviderError(f"{where}: connection failed ({exc}); is the server up?",
                                 retryable=True)
     status = getattr(exc, "status_code", None)

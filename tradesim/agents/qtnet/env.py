@@ -168,7 +168,7 @@ class TradingEnv:
                               f"{cfg.warmup}; load more history or lower warmup")
         b, n = cfg.n_envs, data.n_assets
         self.n_envs, self.n_assets = b, n
-        self.observation_size = cfg.window * n * len(FEATURES) + n + 1
+        self.observation_size = cfg.window * n * data.features.shape[-1] + n + 1
         self._gen = torch.Generator(device=dev)
         self._gen.manual_seed(cfg.seed)
         self._win = torch.arange(cfg.window - 1, -1, -1, device=dev)

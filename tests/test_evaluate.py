@@ -1,0 +1,88 @@
+"""The leaderboard: agents on identical data and costs, with CIs, deflated Sharpe and scores."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tradesim.data.load import load_market
+from tradesim.data.view import MarketData
+from tradesim.evaluate.leaderboard import COLUMNS, Leaderboard, evaluate_agents
+from tradesim.rewards.stats import TrialRegistry, deflated_sharpe_ratio, moments
+
+
+@pytest.fixture(scope="module")
+def sample() -> MarketData:
+    return load_market(symbols=["ALPHA", "BRAVO"], source="sample", start="2018-01-01",
+                       end="2019-12-31")
+
+
+@pytest.fixture(scope="module")
+def board(sample: MarketData, tmp_path_factory: pytest.TempPathFactory) -> Leaderboard:
+    path = tmp_path_factory.mktemp("reg") / "trials.sqlite"
+    return evaluate_agents(agents=["sma_cross", "macd", "buy_and_hold"], data=sample, seeds=2,
+                           registry=path, n_boot=300)
+
+
+def test_one_row_per_agent_ranked_by_hardened_score(board: Leaderboard) -> None:
+    t = board.table
+    assert list(t.columns) == list(COLUMNS)
+    assert sorted(t["agent"]) == ["buy_and_hold", "macd", "sma_cross"]
+    assert (t["seeds"] == 2).all() and (t["error"] == "").all()
+    assert np.all(np.diff(t["hardened"].to_numpy()) <= 0)
+    assert len(board.runs) == 6
+
+
+def test_sharpe_ci_brackets_the_point_estimate(board: Leaderboard) -> None:
+    t = board.table
+    assert (t["sharpe_low"] <= t["sharpe"]).all() and (t["sharpe"] <= t["sharpe_high"]).all()
+
+
+def test_every_configuration_is_counted_and_deflates_the_sharpe(board: Leaderboard) -> None:
+    reg = TrialRegistry(board.meta["registry"])
+    assert reg.n_trials("leaderboard") == 3 == board.meta["n_trials"]
+    assert set(reg.trials("leaderboard")["seeds"]) == {2}
+    t = board.table
+    assert (t["n_trials"] == 3).all() and t["deflated_sharpe"].between(0, 1).all()
+
+
+def test_deflated_sharpe_matches_the_formula_with_the_registry_count(board: Leaderboard) -> None:
+    reg = TrialRegistry(board.meta["registry"])
+    equity = board.equity["macd"].to_numpy()
+    returns = np.diff(np.concatenate([[1e5], equity])) / np.concatenate([[1e5], equity[:-1]])
+    m = moments(returns)
+    want = deflated_sharpe_ratio(sharpe=m["sharpe"], n_obs=m["n_obs"], n_trials=3,
+                                 trials_variance=reg.sharpe_variance("leaderboard"),
+                                 skew=m["skew"], kurtosis=m["kurtosis"])
+    got = float(board.table.set_index("agent").loc["macd", "deflated_sharpe"])
+    assert math.isclose(got, want, rel_tol=1e-6)
+
+
+def test_a_persistent_registry_counts_trials_across_calls(sample: MarketData,
+                                                          tmp_path: Path) -> None:
+    path = tmp_path / "trials.sqlite"
+    first = evaluate_agents(agents=["sma_cross"], data=sample, registry=path, n_boot=100)
+    second = evaluate_agents(agents=["macd"], data=sample, registry=path, n_boot=100)
+    assert first.meta["n_trials"] == 1 and second.meta["n_trials"] == 2
+
+
+def test_buy_and_hold_monitors_show_a_long_hold(board: Leaderboard) -> None:
+    bh = board.table.set_index("agent").loc["buy_and_hold"]
+    assert bh["turnover"] < 5 and bh["peak_leverage"] <= 1.05
+    assert bh["mean_holding_bars"] > 100
+
+
+def test_leaderboard_saves_csv_and_html_with_ci_plot(board: Leaderboard, tmp_path: Path) -> None:
+    folder = board.save(tmp_path / "lb")
+    names = {p.name for p in folder.iterdir()}
+    assert {"leaderboard.csv", "runs.csv", "leaderboard.html", "meta.json"} <= names
+    page = (folder / "leaderboard.html").read_text()
+    assert "id=ci" in page and page.count("data:image/png") == 2 and "sma_cross" in page
+
+
+def test_no_agents_is_a_named_error(sample: MarketData) -> None:
+    with pytest.raises(ValueError, match="at least one agent"):
+        evaluate_agents(agents=[], data=sample)

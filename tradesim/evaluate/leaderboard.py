@@ -1,0 +1,284 @@
+"""The leaderboard: several agents on identical data and costs, scored honestly.
+
+Every (agent, seed) run is recorded in a :class:`~tradesim.rewards.stats.TrialRegistry`, so the
+deflated Sharpe of each agent is deflated by every configuration tried in the experiment (also
+in earlier sessions when the registry file is kept). Per agent: metrics, a block-bootstrap CI of
+the Sharpe ratio, the deflated Sharpe, the hardened score against buy-and-hold and 1/N, and the
+hack monitors. Ranked by hardened score.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tradesim.data.view import MarketData
+from tradesim.engine.backtest import BacktestConfig
+from tradesim.engine.costs import CostModel, load_costs
+from tradesim.errors import ConfigError
+from tradesim.evaluate.audit import _Auditor, _Run, _score_value
+from tradesim.rewards.monitors import compute_monitors
+from tradesim.rewards.scores import ScoreConfig, load_score_config
+from tradesim.rewards.stats import TrialRegistry, aggregate_seeds, bootstrap_sharpe_ci, moments
+
+COLUMNS: tuple[str, ...] = (
+    "agent", "seeds", "total_return", "cagr", "sharpe", "sharpe_low", "sharpe_high",
+    "sharpe_seed_std", "deflated_sharpe", "n_trials", "hardened", "preference", "budget",
+    "max_drawdown", "volatility", "turnover", "mean_holding_bars", "peak_leverage",
+    "top1pct_pnl_share", "long_short_asymmetry", "error",
+)
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """One row per agent (ranked by hardened score), one per (agent, seed), and the setup."""
+
+    table: pd.DataFrame
+    runs: pd.DataFrame
+    equity: pd.DataFrame  # time x agent: equity averaged over seeds
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def rich_table(self) -> Any:
+        """The leaderboard as a rich Table."""
+        from rich.table import Table
+
+        conf = self.meta.get("confidence", 0.95)
+        table = Table(title=f"leaderboard: {self.meta.get('market', '')} "
+                            f"({self.meta.get('n_trials', 0)} trials in the registry)")
+        for col in ("#", "agent", "seeds", "return", f"Sharpe [{conf:.0%} CI]", "DSR",
+                    "hardened", "max DD", "turnover", "peak lev", "top 1% share"):
+            table.add_column(col, justify="left" if col == "agent" else "right")
+        for rank, r in enumerate(self.table.itertuples(index=False), start=1):
+            table.add_row(str(rank), r.agent, str(r.seeds), _fmt(r.total_return, "{:+.1%}"),
+                          f"{_fmt(r.sharpe, '{:.2f}')} [{_fmt(r.sharpe_low, '{:.2f}')}, "
+                          f"{_fmt(r.sharpe_high, '{:.2f}')}]", _fmt(r.deflated_sharpe, "{:.2f}"),
+                          _fmt(r.hardened, "{:.3f}"), _fmt(r.max_drawdown, "{:.1%}"),
+                          _fmt(r.turnover, "{:.1f}"), _fmt(r.peak_leverage, "{:.2f}"),
+                          _fmt(r.top1pct_pnl_share, "{:.0%}"))
+        return table
+
+    def save(self, folder: str | Path) -> Path:
+        """Write leaderboard.csv, runs.csv, equity.csv, meta.json and leaderboard.html."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        self.table.to_csv(out / "leaderboard.csv", index=False)
+        self.runs.to_csv(out / "runs.csv", index=False)
+        self.equity.to_csv(out / "equity.csv")
+        (out / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str))
+        (out / "leaderboard.html").write_text(_html(self), encoding="utf-8")
+        return out
+
+
+def evaluate_agents(*, agents: Sequence[str], data: MarketData,
+                    costs: CostModel | str | Mapping = "default",
+                    score_config: ScoreConfig | str | Mapping = "balanced", seeds: int = 1,
+                    registry: TrialRegistry | str | Path | None = None,
+                    experiment: str = "leaderboard", initial_cash: float = 100_000.0,
+                    n_boot: int = 1000, confidence: float = 0.95,
+                    agent_params: Mapping[str, Mapping[str, Any]] | None = None,
+                    progress: Callable[[str], None] | None = None) -> Leaderboard:
+    """Run each agent (built-in name, ``module:Class`` or spec) for ``seeds`` seeds on ``data``.
+
+    Agents whose constructor takes ``seed`` get seeds 0..seeds-1; others run once per seed
+    anyway (identical runs, so the CI shows they are deterministic). ``registry`` keeps the
+    trial count across sessions; without one a temporary registry counts this call only.
+    """
+    if not agents:
+        raise ConfigError("evaluate_agents needs at least one agent (e.g. sma_cross,macd)")
+    if seeds < 1:
+        raise ConfigError(f"seeds={seeds}; run at least one seed")
+    score = score_config if isinstance(score_config, ScoreConfig) else load_score_config(
+        score_config)
+    cost_model = load_costs(costs)
+    with tempfile.TemporaryDirectory() as tmp:
+        reg = (registry if isinstance(registry, TrialRegistry)
+               else TrialRegistry(registry if registry is not None else Path(tmp) / "trials.db"))
+        return _evaluate(agents=list(agents), data=data, costs=cost_model, score=score,
+                         seeds=seeds, registry=reg, experiment=experiment,
+                         initial_cash=initial_cash, n_boot=n_boot, confidence=confidence,
+                         params=agent_params or {}, progress=progress)
+
+
+def _evaluate(*, agents: list[str], data: MarketData, costs: CostModel, score: ScoreConfig,
+              seeds: int, registry: TrialRegistry, experiment: str, initial_cash: float,
+              n_boot: int, confidence: float, params: Mapping[str, Mapping[str, Any]],
+              progress: Callable[[str], None] | None) -> Leaderboard:
+    from tradesim.agents.registry import load_agent
+
+    config = BacktestConfig.build(costs=costs, initial_cash=initial_cash)
+    aud = _Auditor(config=config, score=score, progress=progress)
+    refs = aud.market(data)
+    bh = refs.runs["buy_and_hold"]
+    n = len(bh.returns)
+    index = bh.result.equity.index
+    asset_returns = _asset_returns(data, tuple(bh.result.weights.columns), index)
+    runs, per_agent, curves = [], {}, {}
+    for spec in agents:
+        extra = dict(params.get(spec, {}))
+        for seed in range(seeds):
+            agent = _load(load_agent, spec, extra, seed)
+            run = aud.run(agent, data, bars=n, seed=seed)
+            error = "" if run.error is None else f"{type(run.error).__name__}: {run.error}"
+            row: dict[str, Any] = {"agent": spec, "seed": seed, "error": error.splitlines()[0]
+                                   if error else "", "total_return": run.raw_return}
+            if len(run.returns) >= 3:
+                m = moments(run.returns)
+                registry.record(experiment=experiment, seed=seed,
+                                config={"agent": spec, "params": extra,
+                                        "costs": costs.model_dump(), "fill": config.fill},
+                                sharpe=m["sharpe"] if math.isfinite(m["sharpe"]) else 0.0,
+                                n_obs=m["n_obs"], skew=_finite(m["skew"], 0.0),
+                                kurtosis=_finite(m["kurtosis"], 3.0))
+                row.update(sharpe_bar=m["sharpe"], **{k: run.result.metrics.get(k, math.nan)
+                                                      for k in ("cagr", "sharpe", "max_drawdown",
+                                                                "volatility", "turnover")})
+            runs.append(row)
+            per_agent.setdefault(spec, []).append(run)
+        eq = np.mean([initial_cash * np.cumprod(1 + r.returns) for r in per_agent[spec]], axis=0)
+        curves[spec] = eq
+    n_trials = registry.n_trials(experiment)
+    rows = [_agent_row(spec, per_agent[spec], pd.DataFrame(runs), aud, refs, registry,
+                       experiment, asset_returns, initial_cash, n_boot, confidence, score)
+            for spec in agents]
+    table = pd.DataFrame(rows, columns=list(COLUMNS)).sort_values(
+        "hardened", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    clock = bh.result.equity.index
+    meta = {"market": f"{', '.join(data.symbols)} {str(clock[0])[:10]}..{str(clock[-1])[:10]}",
+            "symbols": list(data.symbols), "bars": n, "seeds": seeds, "experiment": experiment,
+            "registry": str(registry.path), "n_trials": n_trials, "confidence": confidence,
+            "n_boot": n_boot, "costs": costs.model_dump(), "score_config": score.model_dump(),
+            "fill_mode": config.fill, "fingerprints": data.fingerprints(),
+            "references": {k: {"raw_return": v.raw_return,
+                               "hardened": _score_value(refs.scores[k])}
+                           for k, v in refs.runs.items()}}
+    return Leaderboard(table=table, runs=pd.DataFrame(runs),
+                       equity=pd.DataFrame(curves, index=index), meta=meta)
+
+
+def _load(load_agent: Callable[..., Any], spec: str, params: dict[str, Any], seed: int) -> Any:
+    """The agent with ``seed`` when its constructor takes one, else without."""
+    try:
+        return load_agent(spec, **params, seed=seed)
+    except ConfigError as exc:
+        if "seed" not in str(exc):
+            raise
+        return load_agent(spec, **params)
+
+
+def _agent_row(spec: str, runs: list, table: pd.DataFrame, aud: _Auditor, refs: Any,
+               registry: TrialRegistry, experiment: str, asset_returns: np.ndarray,
+               cash: float, n_boot: int, confidence: float, score: ScoreConfig) -> dict[str, Any]:
+    mine = table[table["agent"] == spec]
+    errors = [e for e in mine["error"] if e]
+    out: dict[str, Any] = dict.fromkeys(COLUMNS, math.nan)
+    out.update(agent=spec, seeds=len(runs), error=errors[0] if errors else "",
+               total_return=float(mine["total_return"].mean()))
+    for k in ("cagr", "max_drawdown", "volatility", "turnover"):
+        if k in mine:
+            out[k] = float(mine[k].mean())
+    returns = np.mean([r.returns for r in runs], axis=0)
+    weights = np.mean([r.weights for r in runs], axis=0)
+    if returns.shape[0] < 3 or not np.isfinite(returns).all():
+        return out
+    ci = bootstrap_sharpe_ci(returns, n_boot=n_boot, confidence=confidence,
+                             periods_per_year=score.periods_per_year)
+    out.update(sharpe=ci.sharpe, sharpe_low=ci.low, sharpe_high=ci.high,
+               deflated_sharpe=registry.deflated_sharpe(experiment=experiment, returns=returns),
+               n_trials=registry.n_trials(experiment))
+    if len(runs) > 1 and "sharpe" in mine and mine["sharpe"].notna().all():
+        out["sharpe_seed_std"] = aggregate_seeds(mine["sharpe"].tolist()).std
+    hs = aud.hardened(_Run(runs[0].result, None, returns, weights, out["total_return"], None),
+                      refs.values)
+    if hs is not None:
+        out.update(hardened=hs.value, preference=hs.preference, budget=hs.budget)
+    equity = cash * np.concatenate([[1.0], np.cumprod(1 + returns)])
+    if (equity > 0).all():
+        mon = compute_monitors(equity=equity, weights=weights, asset_returns=asset_returns,
+                               trades=runs[0].result.trades if runs[0].result is not None
+                               else None, periods_per_year=score.periods_per_year)
+        out.update({k: mon[k] for k in ("mean_holding_bars", "peak_leverage",
+                                        "top1pct_pnl_share", "long_short_asymmetry")})
+    return out
+
+
+def _asset_returns(data: MarketData, symbols: tuple[str, ...], index: pd.DatetimeIndex
+                   ) -> np.ndarray:
+    """[T, N] close-to-close returns of each symbol over each clock bar (0 where unknown)."""
+    clock = index.tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    out = np.zeros((clock.shape[0], len(symbols)))
+    for j, s in enumerate(symbols):
+        b = data.full(s)
+        pos = np.searchsorted(b.time, clock, "right") - 1
+        close = np.where(pos >= 0, b.close[np.maximum(pos, 0)], np.nan)
+        prev = np.where(pos >= 1, b.close[np.maximum(pos - 1, 0)], np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, j] = np.nan_to_num(close / prev - 1.0)
+    return out
+
+
+def _finite(x: float, default: float) -> float:
+    return float(x) if math.isfinite(x) else default
+
+
+def _fmt(x: float, pattern: str) -> str:
+    return "–" if x is None or not math.isfinite(float(x)) else pattern.format(x)
+
+
+def _html(board: Leaderboard) -> str:
+    """The leaderboard page in the tear sheet's style: table, Sharpe CI plot, equity curves."""
+    from matplotlib.figure import Figure
+
+    from tradesim.report.tearsheet import _CSS, _e, _img, _png
+
+    t = board.table
+    conf = board.meta.get("confidence", 0.95)
+    fig = Figure(figsize=(11, 0.5 * len(t) + 1.5))
+    ax = fig.subplots()
+    y = np.arange(len(t))[::-1]
+    ok = t["sharpe_low"].notna().to_numpy()
+    ax.errorbar(t["sharpe"][ok], y[ok], xerr=[(t["sharpe"] - t["sharpe_low"])[ok],
+                                              (t["sharpe_high"] - t["sharpe"])[ok]],
+                fmt="o", color="#1f4e9c", capsize=4)
+    ax.set_yticks(y, t["agent"].tolist())
+    ax.axvline(0, color="black", lw=0.6)
+    ax.set_xlabel(f"annualised Sharpe with {conf:.0%} block-bootstrap CI")
+    ax.grid(alpha=0.3, axis="x")
+    fig2 = Figure(figsize=(11, 3.5))
+    ax2 = fig2.subplots()
+    for name in board.equity.columns:
+        ax2.plot(board.equity.index, board.equity[name].to_numpy(), lw=1.1, label=name)
+    ax2.set_ylabel("equity (mean over seeds)")
+    ax2.grid(alpha=0.3)
+    ax2.legend(loc="upper left", fontsize=8)
+    shown = [c for c in COLUMNS if c != "error"]
+    head = "".join(f"<th class=k>{_e(c.replace('_', ' '))}</th>" for c in ["#", *shown])
+    body = "".join("<tr>" + f"<td>{i}</td>" + "".join(
+        f"<td{' class=k' if c == 'agent' else ''}>{_e(_cell(r[c]))}</td>" for c in shown)
+        + "</tr>" for i, r in enumerate(t.to_dict("records"), start=1))
+    errors = "".join(f"<li>{_e(r['agent'])}: {_e(r['error'])}</li>"
+                     for r in t.to_dict("records") if r["error"])
+    setup = "".join(f"<tr><th class=k>{_e(k)}</th><td class=k>{_e(v)}</td></tr>"
+                    for k, v in board.meta.items())
+    return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>tradesim leaderboard"
+            f"</title><style>{_CSS}</style></head><body><h1>Leaderboard</h1>"
+            f"<p>{_e(board.meta.get('market', ''))}; ranked by hardened score; deflated Sharpe "
+            f"counts {board.meta.get('n_trials', 0)} trials</p>"
+            f"<section id=table><h2>Agents</h2><table>{head}{body}</table>"
+            + (f"<ul class=warn>{errors}</ul>" if errors else "") + "</section>"
+            f"<section id=ci><h2>Sharpe confidence intervals</h2>{_img(_png(fig), 'Sharpe CI')}"
+            f"</section><section id=equity><h2>Equity</h2>{_img(_png(fig2), 'equity')}</section>"
+            f"<section id=setup><h2>Setup</h2><table>{setup}</table></section></body></html>")
+
+
+def _cell(x: object) -> str:
+    if isinstance(x, float):
+        return "–" if not math.isfinite(x) else f"{x:.4g}"
+    return str(x)
