@@ -14,11 +14,6 @@ from tradesim.data.view import MarketData
 from tradesim.evaluate.audit import CANARIES, AuditReport, run_audit
 from tradesim.evaluate.canaries import lock_limit_moves, shuffled_market
 
-_MEMORY_HOLE = pytest.mark.xfail(
-    strict=True, reason="PointInTimeView.bars hands out zero-copy slices whose NumPy .base is the "
-                        "full history; fixed once the view copies the visible slice")
-
-
 @pytest.fixture(scope="module")
 def spy(shared_data: Path) -> MarketData:
     with warnings.catch_warnings():
@@ -44,19 +39,15 @@ def synthetic_audit(synthetic: MarketData) -> AuditReport:
     return run_audit(data=synthetic, noise_seeds=3)
 
 
-def _goal_params() -> list:
-    return [pytest.param(c, marks=_MEMORY_HOLE) if c == "peeker_memory" else c for c in CANARIES]
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("canary", _goal_params())
+@pytest.mark.parametrize("canary", CANARIES)
 def test_every_row_meets_its_goal_on_shared_spy(spy_audit: AuditReport, canary: str) -> None:
     row = next(r for r in spy_audit.rows if r.canary == canary)
     assert row.met, row.reason
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("canary", _goal_params())
+@pytest.mark.parametrize("canary", CANARIES)
 def test_every_row_meets_its_goal_on_synthetic_market(synthetic_audit: AuditReport,
                                                       canary: str) -> None:
     row = next(r for r in synthetic_audit.rows if r.canary == canary)

@@ -70,8 +70,17 @@ def test_asking_past_the_decision_time_raises(a: list[int], t: int, ahead: int) 
     assert (view.bars("AAA", end=pd.Timestamp(view.time, tz="UTC")).time <= view.time).all()
 
 
+def _reachable_rows(arr: np.ndarray) -> int:
+    """Rows of ``arr``'s dtype reachable through its ``.base`` chain (what a peeker could read)."""
+    owner = arr
+    while getattr(owner, "base", None) is not None:
+        owner = owner.base
+    nbytes = owner.nbytes if isinstance(owner, np.ndarray) else memoryview(owner).nbytes
+    return nbytes // arr.itemsize
+
+
 @pytest.mark.parametrize("t", [-1, 0, 7, 250, 500, 501])
-def test_views_are_zero_copy_and_read_only(t: int) -> None:
+def test_views_are_read_only_and_reach_no_later_row(t: int) -> None:
     """Before the first bar, exactly on stamps, between them and after the last one."""
     full = _bars("AAA", list(range(0, 501, 7)))
     news = _news(list(range(0, 501, 50)))
@@ -80,15 +89,26 @@ def test_views_are_zero_copy_and_read_only(t: int) -> None:
     for column in ("time", *BAR_COLUMNS):
         arr = getattr(visible, column)
         assert not arr.flags.writeable
-        if len(arr):
-            assert np.shares_memory(arr, getattr(full, column))
-            assert arr.base is not None
+        assert _reachable_rows(arr) == len(visible)  # not the full history via .base
         with pytest.raises(ValueError):
             arr[:1] = arr[:1]
     items = view.news()
-    for column in NEWS_COLUMNS:
-        if len(items):
-            assert np.shares_memory(getattr(items, column), getattr(news, column))
+    for column in ("published_at", "available_at"):
+        arr = getattr(items, column)
+        assert not arr.flags.writeable
+        assert _reachable_rows(arr) == len(items)
+
+
+def test_long_windows_are_zero_copy_yet_sealed_at_the_decision_time() -> None:
+    full = _bars("AAA", list(range(0, 50_000, 7)))
+    view = MarketData({"AAA": full}).as_of(_BASE + 30_000 * _MIN)
+    visible = view["AAA"]
+    assert len(visible) > 2048  # above the copy threshold
+    for column in ("time", *BAR_COLUMNS):
+        arr = getattr(visible, column)
+        assert np.shares_memory(arr, getattr(full, column))  # no copy of the history
+        assert _reachable_rows(arr) == len(visible)
+    assert visible.time[-1] <= view.time
 
 
 def test_exactly_on_a_stamp_includes_that_bar_and_headline() -> None:

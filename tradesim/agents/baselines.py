@@ -24,6 +24,7 @@ from tradesim.data.bars import to_utc_stamp
 from tradesim.data.view import MarketData
 from tradesim.errors import ConfigError
 
+_SUM = np.add.reduce
 _DAY_NS = 86_400 * 1_000_000_000
 _HOUR_NS = 3_600 * 1_000_000_000
 
@@ -65,13 +66,17 @@ class _WindowSignalAgent(BaseAgent):
         """Raw per-symbol weight in [-max, max] for each row of closes (n, lookback)."""
         raise NotImplementedError
 
+    def _last_signal(self, close: np.ndarray) -> float:
+        """:meth:`_signal` of one full window (subclasses add a scalar twin where it pays)."""
+        return float(self._signal(close[None, :])[0])
+
     def decide(self, obs: Observation) -> Decision:
         n = len(obs.universe)
+        lookback, market = self.lookback, obs.market
         weights = {}
         for symbol in obs.universe:
-            close = obs.bars(symbol, lookback=self.lookback).close
-            raw = self._signal(close[None, :])[0] if close.shape[0] == self.lookback else 0.0
-            weights[symbol] = float(raw) / n
+            close = market.bars(symbol, lookback=lookback).close
+            weights[symbol] = (self._last_signal(close) if close.shape[0] == lookback else 0.0) / n
         return Decision(weights=weights, rationale=self.name)
 
     def target_weights(self, data: MarketData) -> pd.DataFrame:
@@ -98,6 +103,12 @@ class SmaCross(_WindowSignalAgent):
         fast = windows[:, -self.fast:].mean(axis=1)
         slow = windows.mean(axis=1)
         return np.where(fast > slow, 1.0, np.where((fast < slow) & self.allow_short, -1.0, 0.0))
+
+    def _last_signal(self, close: np.ndarray) -> float:
+        # the same sums and divisions as the mean above (pairwise sum over each window)
+        fast = float(_SUM(close[-self.fast:])) / self.fast
+        slow = float(_SUM(close)) / self.slow
+        return 1.0 if fast > slow else -1.0 if fast < slow and self.allow_short else 0.0
 
 
 def _ema_weights(span: int) -> np.ndarray:

@@ -1,17 +1,19 @@
 """Point-in-time access: ``MarketData.as_of(t)`` shows only what was knowable at ``t``.
 
 A view holds the decision time and, per symbol, the count of bars whose end is <= t; every
-accessor returns zero-copy, read-only slices bounded by that count, and any request reaching past
-``t`` raises :class:`LookAheadError`. Agents get data only through such a view.
+accessor returns read-only arrays bounded by that count — long windows zero-copy over a buffer that
+ends at t, short ones copied — so no public path, NumPy's ``.base`` included, reaches a later bar.
+Any request reaching past ``t`` raises :class:`LookAheadError`. Agents get data only this way.
 """
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from tradesim.data.bars import Bars, News, to_utc_stamp
+from tradesim.data.bars import BAR_COLUMNS, NEWS_COLUMNS, Bars, News, to_utc_stamp
 from tradesim.errors import LookAheadError, UnknownSymbolError
 
 
@@ -101,13 +103,15 @@ class PointInTimeView(Mapping[str, Bars]):
         if symbol not in self._bars:
             raise UnknownSymbolError(f"symbol {symbol!r} is not in this universe; "
                                      f"available: {', '.join(self._bars)}")
-        n = self._counts[symbol]
-        if start is None and end is None:  # the hot path: one zero-copy slice
-            return self._bars[symbol].slice(0 if lookback is None else max(0, n - lookback), n)
-        visible = self._bars[symbol].head(n).between(start, end)
-        if lookback is not None:
-            visible = visible.slice(max(0, len(visible) - lookback), len(visible))
-        return visible
+        full, n = self._bars[symbol], self._counts[symbol]
+        i, j = (0 if lookback is None else max(0, n - lookback)), n
+        if start is not None or end is not None:
+            window = full.head(n).between(start, end)  # views: only positions are read here
+            j = int(full.time.searchsorted(window.time[-1], "right")) if len(window) else 0
+            i = j - len(window)
+            if lookback is not None:
+                i = max(i, j - lookback)
+        return _sealed(full, i, j)
 
     def count(self, symbol: str) -> int:
         """How many bars of ``symbol`` are visible."""
@@ -126,5 +130,44 @@ class PointInTimeView(Mapping[str, Bars]):
             np.searchsorted(self._news.available_at, to_utc_stamp(end), "right"))
         items = self._news.head(n)
         if symbols is not None:
-            items = items.for_symbols(symbols)
-        return items if lookback is None else items.tail(lookback)
+            items = items.for_symbols(symbols)  # copies
+        items = items if lookback is None else items.tail(lookback)
+        return News(*(_copy(getattr(items, c)) for c in NEWS_COLUMNS))
+
+
+_COPY_BELOW = 2048  # rows; shorter windows are copied (cheaper than building a sealed view)
+
+
+def _copy(arr: np.ndarray) -> np.ndarray:
+    out = arr.copy()
+    out.flags.writeable = False
+    return out
+
+
+def _prefix_view(arr: np.ndarray, i: int, j: int) -> np.ndarray:
+    """Rows ``[i, j)`` of ``arr``, zero-copy, over a buffer that ends at row ``j``.
+
+    A plain slice would keep the whole array reachable through ``.base``; this one's ``.base``
+    is a ctypes buffer of exactly the visible rows.
+    """
+    size = arr.itemsize
+    buf = (ctypes.c_char * ((j - i) * size)).from_address(arr.ctypes.data + i * size)
+    out = np.frombuffer(buf, dtype=arr.dtype)
+    out.flags.writeable = False
+    return out
+
+
+def _sealed(full: Bars, i: int, j: int) -> Bars:
+    """Bars ``[i, j)`` whose arrays reach no later row, even through NumPy's ``.base``.
+
+    Short windows are copied; long ones are zero-copy views over a truncated buffer, so a walk
+    over history never copies it. (Agents run in-process: private attributes, ``gc`` and raw
+    pointers are outside what a view can seal; untrusted code needs process isolation.)
+    """
+    take = _copy_rows if j - i < _COPY_BELOW else _prefix_view
+    return Bars(full.symbol, full.interval, full.adjusted, full.source,
+                *(take(getattr(full, c), i, j) for c in ("time", *BAR_COLUMNS)), full.meta)
+
+
+def _copy_rows(arr: np.ndarray, i: int, j: int) -> np.ndarray:
+    return _copy(arr[i:j])

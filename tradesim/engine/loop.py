@@ -8,6 +8,7 @@ rows as they arrive. :func:`run_loop` drives an agent through it bar by bar.
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -40,6 +41,9 @@ from tradesim.errors import AgentDecisionError, EngineError
 
 FILL_MODES: tuple[str, ...] = ("next_open", "close")
 _EXIT_REASON = {1: "stop_loss", 2: "take_profit"}
+# young-generation GC threshold during a run: the loop allocates a few short-lived objects per
+# step, and collecting every 700 allocations (the default) costs about a third of a step
+_GC_YOUNG = 50_000
 
 
 class Engine:
@@ -87,7 +91,7 @@ class Engine:
 
         NaN entries mean the symbol has no bar at this time (its orders wait, its mark stays).
         """
-        if type(open) is not list:
+        if isinstance(open, np.ndarray):
             open, high, low, close, volume = (np.asarray(a, dtype=np.float64).tolist()
                                               for a in (open, high, low, close, volume))
         L = self.ledger
@@ -107,7 +111,7 @@ class Engine:
                 if fee:
                     L.charge_borrow(fee)
         self._last_time = time
-        if has_pos:
+        if has_pos and self._margin_possible():
             self._margin_call(phase="open", prices=open)
         if self.broker.open_orders:
             for order, fill in self.broker.execute(step=step, time=time, ref=open, high=high,
@@ -117,7 +121,7 @@ class Engine:
         if self._armed and any(shares):
             self._exits(step, time, open, high, low, volume)
         L.mark(close)
-        if any(shares):
+        if any(shares) and self._margin_possible():
             self._margin_call(phase="close", prices=close)
 
     def rebalance(self, *, weights: Sequence[float], stop_loss: Sequence[float] | None = None,
@@ -198,8 +202,8 @@ class Engine:
     def _count_armed(self) -> None:
         self._armed = sum(1 for a, b in zip(self.stop_loss, self.take_profit) if a == a or b == b)
 
-    def _exits(self, step: int, time: np.datetime64, open_: list[float], high: list[float],
-               low: list[float], volume: list[float]) -> None:
+    def _exits(self, step: int, time: np.datetime64, open_: Sequence[float],
+               high: Sequence[float], low: Sequence[float], volume: Sequence[float]) -> None:
         shares = self.ledger.shares
         for j, (stop, target) in enumerate(zip(self.stop_loss, self.take_profit)):
             q = shares[j]
@@ -212,7 +216,12 @@ class Engine:
                 check_in_bar(fill.price, high[j], low[j], symbol=fill.symbol, time=time, step=step)
                 self._book(step, fill, None)
 
-    def _margin_call(self, *, phase: str, prices: list[float]) -> None:
+    def _margin_possible(self) -> bool:
+        """False when no margin call can trigger: with cash >= 0 and only long positions (at
+        positive prices) equity >= gross exposure >= maintenance_margin x gross."""
+        return self.ledger.cash < 0 or self.maintenance_margin > 1.0 or min(self.ledger.shares) < 0
+
+    def _margin_call(self, *, phase: str, prices: Sequence[float]) -> None:
         """Liquidate everything tradable now when equity falls below the maintenance margin."""
         L = self.ledger
         gross = value = 0.0
@@ -345,7 +354,8 @@ def run_loop(*, engine: Engine, agent: Agent, data: MarketData, universe: tuple[
     news = data.news
     n_news = np.searchsorted(news.available_at, clock, "right").tolist()
     rows = _Aligned(data, universe, clock)
-    opens, highs, lows, closes, volumes = (a.tolist() for a in (
+    # tuples of floats: cheap to index, and untracked by the cyclic garbage collector
+    opens, highs, lows, closes, volumes = (list(map(tuple, a.tolist())) for a in (
         rows.open, rows.high, rows.low, rows.close, rows.volume))
     times = list(clock)
     col = {s: j for j, s in enumerate(universe)}
@@ -360,69 +370,74 @@ def run_loop(*, engine: Engine, agent: Agent, data: MarketData, universe: tuple[
     prev: tuple | None = None  # (decision time, equity then, fills index, costs then)
     seen = [False] * n
     unseen = n
-    for i in range(total):
-        t = times[i]
-        close = closes[i]
-        engine.open_step(step=i, time=t, open=opens[i], high=highs[i], low=lows[i],
-                         close=close, volume=volumes[i])
-        if unseen:
-            for j, c in enumerate(close):
-                if c == c and not seen[j]:
-                    seen[j] = True
-                    unseen -= 1
-        equity = L.equity()
-        if prev is not None:
-            reward = _reward(prev[1], equity)
-            rewards[i] = reward
-            if feedback:
-                fills = tuple(f for _, _, f in engine.fills[prev[2]:])
-                fb = Feedback(time=t, decision_time=prev[0], fills=fills, equity=equity,
-                              period_return=equity / prev[1] - 1 if prev[1] > 0 else math.nan,
-                              costs=L.costs - prev[3], reward=reward)
-                try:
-                    agent.update(fb)
-                except Exception as exc:  # the agent's own bug: name the step, keep the record
-                    _fail(engine, recorder, i, t, None,
-                          f"update raised {type(exc).__name__}: {exc}")
-                    raise AgentDecisionError(f"agent {getattr(agent, 'name', agent)!r} update() "
-                                             f"raised {type(exc).__name__}: {exc}", step=i,
-                                             time=_iso(t)) from exc
-        positions = {s: q for s, q in zip(universe, L.shares) if q}
-        prices = {s: m for s, m in zip(universe, L.prices) if m == m}
-        view = PointInTimeView(t, bars, dict(zip(names, counts[i])), news, n_news[i])
-        obs = Observation(time=t, step=i, universe=universe, market=view, interval=interval,
-                          portfolio=Portfolio(cash=L.cash, positions=positions, prices=prices,
-                                              equity=equity))
-        fills_before, costs_before = len(engine.fills), L.costs
-        decision = None
-        try:
-            decision = decide(obs)
-            w, sl, tp = _validate(decision, universe=col, has_price=seen, ledger=L,
-                                  max_leverage=engine.max_leverage, allow_short=engine.allow_short)
-        except Exception as exc:
-            error = (f"invalid decision: {exc}" if isinstance(exc, _InvalidDecision)
-                     else f"decide raised {type(exc).__name__}: {exc}")
-            if on_agent_error != "hold":
-                _fail(engine, recorder, i, t, decision, error)
-                raise AgentDecisionError(f"agent {getattr(agent, 'name', agent)!r}: {error}",
-                                         step=i, time=_iso(t)) from exc
-            journal.append((i, t, decision if isinstance(decision, Decision) else None, "hold",
-                            error))
-            w = sl = tp = None
-        else:
-            journal.append((i, t, decision, "", ""))
-        if w is not None or sl is not None or tp is not None:
-            engine.rebalance(weights=w if w is not None else [math.nan] * n,
-                             stop_loss=sl, take_profit=tp)
-        equity_end = engine.close_step()
-        gross, net = L.exposures()
-        recorder.row(step=i, equity=equity_end, cash=L.cash, gross=gross, net=net,
-                     costs_total=L.costs, positions=L.shares, marks=L.prices)
-        prev = (t, equity, fills_before, costs_before)
-        if engine.ruined:
-            break
-        if progress is not None and ((i + 1) % every == 0 or i + 1 == total):
-            progress(i + 1, total)
+    thresholds = gc.get_threshold()
+    gc.set_threshold(max(thresholds[0], _GC_YOUNG), *thresholds[1:])
+    try:
+        for i in range(total):
+            t = times[i]
+            close = closes[i]
+            engine.open_step(step=i, time=t, open=opens[i], high=highs[i], low=lows[i],
+                             close=close, volume=volumes[i])
+            if unseen:
+                for j, c in enumerate(close):
+                    if c == c and not seen[j]:
+                        seen[j] = True
+                        unseen -= 1
+            equity = L.equity()
+            if prev is not None:
+                reward = _reward(prev[1], equity)
+                rewards[i] = reward
+                if feedback:
+                    fills = tuple(f for _, _, f in engine.fills[prev[2]:])
+                    fb = Feedback(time=t, decision_time=prev[0], fills=fills, equity=equity,
+                                  period_return=equity / prev[1] - 1 if prev[1] > 0 else math.nan,
+                                  costs=L.costs - prev[3], reward=reward)
+                    try:
+                        agent.update(fb)
+                    except Exception as exc:  # the agent's own bug: name the step, keep the record
+                        _fail(engine, recorder, i, t, None,
+                              f"update raised {type(exc).__name__}: {exc}")
+                        raise AgentDecisionError(f"agent {getattr(agent, 'name', agent)!r} update() "
+                                                 f"raised {type(exc).__name__}: {exc}", step=i,
+                                                 time=_iso(t)) from exc
+            positions = {s: q for s, q in zip(universe, L.shares) if q}
+            prices = {s: m for s, m in zip(universe, L.prices) if m == m}
+            view = PointInTimeView(t, bars, dict(zip(names, counts[i])), news, n_news[i])
+            obs = Observation(time=t, step=i, universe=universe, market=view, interval=interval,
+                              portfolio=Portfolio(cash=L.cash, positions=positions, prices=prices,
+                                                  equity=equity))
+            fills_before, costs_before = len(engine.fills), L.costs
+            decision = None
+            try:
+                decision = decide(obs)
+                w, sl, tp = _validate(decision, universe=col, has_price=seen, ledger=L,
+                                      max_leverage=engine.max_leverage, allow_short=engine.allow_short)
+            except Exception as exc:
+                error = (f"invalid decision: {exc}" if isinstance(exc, _InvalidDecision)
+                         else f"decide raised {type(exc).__name__}: {exc}")
+                if on_agent_error != "hold":
+                    _fail(engine, recorder, i, t, decision, error)
+                    raise AgentDecisionError(f"agent {getattr(agent, 'name', agent)!r}: {error}",
+                                             step=i, time=_iso(t)) from exc
+                journal.append((i, t, decision if isinstance(decision, Decision) else None, "hold",
+                                error))
+                w = sl = tp = None
+            else:
+                journal.append((i, t, decision, "", ""))
+            if w is not None or sl is not None or tp is not None:
+                engine.rebalance(weights=w if w is not None else [math.nan] * n,
+                                 stop_loss=sl, take_profit=tp)
+            equity_end = engine.close_step()
+            gross, net = L.exposures()
+            recorder.row(step=i, equity=equity_end, cash=L.cash, gross=gross, net=net,
+                         costs_total=L.costs, positions=L.shares, marks=L.prices)
+            prev = (t, equity, fills_before, costs_before)
+            if engine.ruined:
+                break
+            if progress is not None and ((i + 1) % every == 0 or i + 1 == total):
+                progress(i + 1, total)
+    finally:
+        gc.set_threshold(*thresholds)
     for order in list(engine.broker.open_orders):
         engine.broker.cancel(order)
 

@@ -43,9 +43,13 @@ _COLUMNS: dict[str, dict[str, str]] = {
 
 def _frame(name: str, rows: list[dict]) -> pd.DataFrame:
     """A table with fixed columns and dtypes (also when empty), so saving round-trips exactly."""
+    return _columns_frame(name, {c: [r[c] for r in rows] for c in _COLUMNS[name]})
+
+
+def _columns_frame(name: str, data: dict[str, list]) -> pd.DataFrame:
+    """:func:`_frame` from column lists (the fast way for long tables such as the journal)."""
     cols = _COLUMNS[name]
-    data = {c: [r[c] for r in rows] for c in cols}
-    out = pd.DataFrame({c: pd.Series(v, dtype=object) for c, v in data.items()})
+    out = pd.DataFrame({c: pd.Series(data[c], dtype=object) for c in cols})
     for c, dt in cols.items():
         if dt.startswith("datetime"):
             out[c] = pd.to_datetime(pd.Series(data[c], dtype="datetime64[ns]")).dt.tz_localize("UTC")
@@ -215,7 +219,7 @@ class Recorder:
         result = RunResult(
             config=config, fingerprints=dict(fingerprints), fill_mode=fill_mode, equity=equity,
             weights=weights, orders=_frame("orders", order_rows), fills=_frame("fills", fill_rows),
-            trades=trades, decisions=_frame("decisions", [_journal_row(*j) for j in self.journal]),
+            trades=trades, decisions=_journal_frame(self.journal),
             events=_frame("events", self.events), rewards=rewards, metrics={}, meta=dict(meta))
         if metrics_fn is not None and n >= 2:
             try:
@@ -229,24 +233,52 @@ class Recorder:
         return result
 
 
+_KEYS: dict[str, str] = {}  # JSON encodings of mapping keys (symbols), reused across rows
+
+
 def _json(mapping: Any) -> str:
+    """``json.dumps`` of a symbol -> number mapping with sorted keys, without the encoder's
+    per-call overhead (the journal holds one per decision)."""
     if not mapping:
         return "{}"
-    return json.dumps({str(k): float(v) if isinstance(v, (int, float)) else str(v)
-                       for k, v in dict(mapping).items()}, sort_keys=True)
+    items = {str(k): float(v) if isinstance(v, (int, float)) else str(v)
+             for k, v in dict(mapping).items()}
+    parts = []
+    for k in sorted(items):
+        key = _KEYS.get(k)
+        if key is None:
+            key = _KEYS[k] = json.dumps(k)
+        v = items[k]
+        parts.append(f"{key}: {float.__repr__(v) if type(v) is float and math.isfinite(v) else json.dumps(v)}")
+    return "{" + ", ".join(parts) + "}"
 
 
-def _journal_row(step: int, time: np.datetime64, d: Decision | None, fallback: str,
-                 error: str) -> dict:
-    if d is None:
-        return {"time": time, "step": step, "weights": "{}", "stop_loss": "{}",
-                "take_profit": "{}", "confidence": math.nan, "rationale": "", "llm_calls": "[]",
-                "fallback": fallback, "error": error}
-    conf = d.confidence if isinstance(d.confidence, (int, float)) else math.nan
-    return {"time": time, "step": step, "weights": _json(d.weights), "stop_loss": _json(d.stop_loss),
-            "take_profit": _json(d.take_profit), "confidence": float(conf),
-            "rationale": str(d.rationale), "llm_calls": json.dumps([str(x) for x in d.llm_calls]),
-            "fallback": fallback, "error": error}
+def _journal_frame(journal: list[tuple]) -> pd.DataFrame:
+    """The decisions table from raw journal entries (step, time, decision or None, fallback,
+    error), built column by column."""
+    data: dict[str, list] = {c: [] for c in _COLUMNS["decisions"]}
+    time, step, weights, stops, targets, conf, why, calls, fallback, error = data.values()
+    for i, t, d, fb, err in journal:
+        time.append(t)
+        step.append(i)
+        fallback.append(fb)
+        error.append(err)
+        if d is None:
+            weights.append("{}")
+            stops.append("{}")
+            targets.append("{}")
+            conf.append(math.nan)
+            why.append("")
+            calls.append("[]")
+            continue
+        weights.append(_json(d.weights))
+        stops.append(_json(d.stop_loss))
+        targets.append(_json(d.take_profit))
+        c = d.confidence
+        conf.append(float(c) if isinstance(c, (int, float)) else math.nan)
+        why.append(str(d.rationale))
+        calls.append(json.dumps([str(x) for x in d.llm_calls]) if d.llm_calls else "[]")
+    return _columns_frame("decisions", data)
 
 
 def round_trips(fills: list[tuple[int, int, Fill]]) -> list[dict]:

@@ -147,7 +147,12 @@ class StepResult:
 
 
 class TradingEnv:
-    """``n_envs`` independent books stepping through :class:`EnvData` on one torch device."""
+    """``n_envs`` independent books stepping through :class:`EnvData` on one torch device.
+
+    Bars and features are stored flat (row = series x bar) so each step gathers whole rows.
+    Rare branches (liquidation, resets, end of data) run only when some env needs them on the
+    CPU; on accelerators they run masked every step, so no step waits on the host.
+    """
 
     def __init__(self, *, data: EnvData, config: EnvConfig | None = None,
                  device: torch.device | str = "cpu") -> None:
@@ -156,22 +161,27 @@ class TradingEnv:
         self.device = torch.device(device)
         self.dtype = getattr(torch, cfg.dtype)
         dev, dt = self.device, self.dtype
-        self.prices = torch.as_tensor(data.prices, dtype=dt, device=dev)
-        self.features = torch.as_tensor(data.features, dtype=dt, device=dev)
+        n_series, n_bars, n, _ = data.prices.shape
+        self._rows = n_bars
+        self._px = torch.as_tensor(data.prices.reshape(n_series * n_bars, n * 5), dtype=dt,
+                                   device=dev)
+        self._ft = torch.as_tensor(data.features.reshape(n_series * n_bars, -1), dtype=dt,
+                                   device=dev)
         self.teachers = torch.as_tensor(data.teachers, dtype=dt, device=dev)
         self.lengths = torch.as_tensor(data.lengths, dtype=torch.long, device=dev)
         ns = data.time.astype("datetime64[ns]").astype(np.int64)
         years = np.diff(ns, axis=1, prepend=ns[:, :1]) / _YEAR_NS
-        self.dt_years = torch.as_tensor(years, dtype=dt, device=dev)
+        self._dt_years = torch.as_tensor(years.reshape(-1), dtype=dt, device=dev)
         if int(data.lengths.min()) < cfg.warmup + 2:
             raise ConfigError(f"a series has {int(data.lengths.min())} bars but warmup is "
                               f"{cfg.warmup}; load more history or lower warmup")
-        b, n = cfg.n_envs, data.n_assets
+        b = cfg.n_envs
         self.n_envs, self.n_assets = b, n
-        self.observation_size = cfg.window * n * data.features.shape[-1] + n + 1
+        self.observation_size = cfg.window * self._ft.shape[1] + n + 1
         self._gen = torch.Generator(device=dev)
         self._gen.manual_seed(cfg.seed)
         self._win = torch.arange(cfg.window - 1, -1, -1, device=dev)
+        self._host = self.device.type == "cpu"
         self.reward_fn = OnlineReward(spec=cfg.reward, n_envs=b, n_assets=n, device=dev, dtype=dt)
         self.series = torch.zeros(b, dtype=torch.long, device=dev)
         self.t = torch.zeros(b, dtype=torch.long, device=dev)
@@ -179,11 +189,21 @@ class TradingEnv:
         self.cash = torch.zeros(b, dtype=dt, device=dev)
         self.position = torch.zeros(b, n, dtype=dt, device=dev)
         self.equity = torch.zeros(b, dtype=dt, device=dev)
+        self._close = torch.ones(b, n, dtype=dt, device=dev)  # close of bar t
+        self._w = torch.zeros(b, n, dtype=dt, device=dev)  # book weights at close t
         c = cfg.costs
         self._fixed, self._prop = c.commission_fixed, (c.commission_bps + c.half_spread_bps
                                                        + c.slippage_bps) * 1e-4
         self._impact, self._cap = c.impact_coef, c.participation_cap
         self._borrow = c.borrow_bps_annual * 1e-4
+
+    def _any(self, mask: torch.Tensor) -> bool:
+        """Whether a masked branch must run (always on accelerators: no host sync there)."""
+        return bool(mask.any()) if self._host else True
+
+    def _bar(self, row: torch.Tensor) -> torch.Tensor:
+        """OHLCV ``[B, N, 5]`` of flat rows ``row``."""
+        return self._px.index_select(0, row).view(-1, self.n_assets, 5)
 
     # --- episode control ----------------------------------------------------------------------
 
@@ -200,29 +220,29 @@ class TradingEnv:
         s = series if series is not None else torch.randint(
             0, self.lengths.shape[0], (b,), generator=self._gen, device=self.device)
         last = self.lengths[s] - 1
-        span = cfg.episode_len if cfg.episode_len is not None else None
-        hi = last - (span or 0) if span is not None else last - 1
-        hi = torch.maximum(hi, torch.full_like(hi, cfg.warmup))
+        span = cfg.episode_len
+        hi = (last - span if span is not None else last - 1).clamp_min(cfg.warmup)
         u = torch.rand(b, generator=self._gen, device=self.device, dtype=torch.float64)
         t0 = start if start is not None else cfg.warmup + (u * (hi - cfg.warmup + 1)).long()
         t_end = end if end is not None else (torch.minimum(t0 + span, last) if span else last)
         self.series = torch.where(mask, s, self.series)
         self.t = torch.where(mask, t0, self.t)
         self.t_end = torch.where(mask, t_end, self.t_end)
-        cash = torch.full_like(self.cash, cfg.initial_cash)
-        self.cash = torch.where(mask, cash, self.cash)
-        self.position = torch.where(mask[:, None], torch.zeros_like(self.position), self.position)
-        self.equity = torch.where(mask, cash, self.equity)
+        self.cash = torch.where(mask, cfg.initial_cash, self.cash)
+        self.position = torch.where(mask[:, None], 0.0, self.position)
+        self.equity = torch.where(mask, cfg.initial_cash, self.equity)
+        self._close = torch.where(mask[:, None], self._bar(self.series * self._rows + self.t)[..., 3],
+                                  self._close)
+        self._w = torch.where(mask[:, None], 0.0, self._w)
         self.reward_fn.reset(equity=self.equity, mask=mask)
 
     def observe(self) -> torch.Tensor:
         """Observations ``[B, obs_size]``: feature windows, then weights and log equity growth."""
-        idx = (self.t[:, None] - self._win).clamp_min(0)  # [B, W]
-        f = self.features[self.series[:, None], idx]  # [B, W, N, F]
-        close = self.prices[self.series, self.t, :, 3]
-        return torch.cat([f.flatten(1), self._weights(close),
-                          (self.equity / self.config.initial_cash).clamp_min(1e-12).log()[:, None]],
-                         dim=1)
+        row = self.series * self._rows + self.t
+        idx = (row[:, None] - self._win).clamp_min((self.series * self._rows)[:, None])
+        f = self._ft.index_select(0, idx.reshape(-1)).view(self.n_envs, -1)
+        growth = (self.equity / self.config.initial_cash).clamp_min(1e-12).log()
+        return torch.cat([f, self._w, growth[:, None]], dim=1)
 
     def demonstrations(self) -> torch.Tensor:
         """Teachers' positions at the current bar ``[B, K, N]`` (training only; not observed)."""
@@ -230,8 +250,7 @@ class TradingEnv:
 
     def _weights(self, close: torch.Tensor) -> torch.Tensor:
         eq = self.equity[:, None]
-        return torch.where(eq > 0, self.position * close / eq.clamp_min(1e-12),
-                           torch.zeros_like(self.position))
+        return torch.where(eq > 0, self.position * close / eq.clamp_min(1e-12), 0.0)
 
     def action_weights(self, action: torch.Tensor) -> torch.Tensor:
         """Target weights from actions in [-1, 1] per asset: gross at most ``max_leverage``."""
@@ -248,20 +267,22 @@ class TradingEnv:
         notional = q * price
         cost = notional * self._prop
         if self._fixed:
-            cost = cost + torch.where(q > 0, torch.full_like(q, self._fixed), torch.zeros_like(q))
+            cost = cost + torch.where(q > 0, self._fixed, 0.0)
         if self._impact:
-            part = torch.where(volume > 0, q / volume.clamp_min(1e-300), torch.ones_like(q))
+            part = torch.where(volume > 0, q / volume.clamp_min(1e-300), 1.0)
             cost = cost + notional * self._impact * part.clamp_max(1.0).sqrt()
         return cost.sum(-1)
 
-    def _margin(self, price: torch.Tensor, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Liquidate books below maintenance margin at ``price``; returns (liquidated, costs)."""
+    def _margin(self, price: torch.Tensor, volume: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Liquidate books below maintenance margin at ``price``; (liquidated mask, costs)."""
         pos = self.position
         value = pos * price
         gross = value.abs().sum(-1)
-        equity = self.cash + value.sum(-1)
-        liq = (gross > 0) & (equity < self.config.maintenance_margin * gross)
-        qty = torch.where(liq[:, None], -pos, torch.zeros_like(pos))
+        liq = (gross > 0) & (self.cash + value.sum(-1) < self.config.maintenance_margin * gross)
+        if not self._any(liq):
+            return liq, None
+        qty = torch.where(liq[:, None], -pos, 0.0)
         cost = self._costs(qty, price, volume)
         self.cash = self.cash - (qty * price).sum(-1) - cost
         self.position = pos + qty
@@ -274,49 +295,52 @@ class TradingEnv:
         values of truncated episodes).
         """
         cfg = self.config
-        s, t = self.series, self.t
-        close_t = self.prices[s, t, :, 3]
-        w = self.action_weights(action)
-        raw = w * self.equity[:, None] / close_t
+        row = self.series * self._rows + self.t
+        close_t = self._close
+        raw = self.action_weights(action) * (self.equity[:, None] / close_t)
         target = raw if cfg.fractional else torch.trunc(raw / cfg.lot_size) * cfg.lot_size
-        delta = torch.where((target - self.position).abs() > 1e-12, target - self.position,
-                            torch.zeros_like(raw))
-        t1 = t + 1
-        bar = self.prices[s, t1]  # [B, N, 5]
+        delta = target - self.position
+        delta = torch.where(delta.abs() > 1e-12, delta, 0.0)
+        row1 = row + 1
+        bar = self._bar(row1)
         open_, close, volume = bar[..., 0], bar[..., 3], bar[..., 4]
         costs = torch.zeros_like(self.cash)
         if self._borrow:
             short = (-self.position).clamp_min(0.0) * close_t
-            fee = short.sum(-1) * self._borrow * self.dt_years[s, t1]
-            self.cash = self.cash - fee
-            costs = costs + fee
+            costs = short.sum(-1) * (self._borrow * self._dt_years.index_select(0, row1))
+            self.cash = self.cash - costs
         liq_open, c_liq = self._margin(open_, volume)
-        costs = costs + c_liq
-        qty = torch.where(liq_open[:, None], torch.zeros_like(delta), delta)
+        if c_liq is not None:
+            costs = costs + c_liq
+            delta = torch.where(liq_open[:, None], 0.0, delta)
         if self._cap is not None:
-            qty = qty.sign() * torch.minimum(qty.abs(), self._cap * volume.clamp_min(0.0))
-        fill_cost = self._costs(qty, open_, volume)
-        self.cash = self.cash - (qty * open_).sum(-1) - fill_cost
-        self.position = self.position + qty
+            delta = delta.sign() * torch.minimum(delta.abs(), self._cap * volume.clamp_min(0.0))
+        fill_cost = self._costs(delta, open_, volume)
+        self.cash = self.cash - (delta * open_).sum(-1) - fill_cost
+        self.position = self.position + delta
         costs = costs + fill_cost
         _, c_liq = self._margin(close, volume)
-        costs = costs + c_liq
-        self.t = t1
+        if c_liq is not None:
+            costs = costs + c_liq
+        self.t = self.t + 1
         self.equity = self.cash + (self.position * close).sum(-1)
-        reward = self.reward_fn.step(equity=self.equity, weights=self._weights(close), costs=costs)
+        self._close, self._w = close, self._weights(close)
+        reward = self.reward_fn.step(equity=self.equity, weights=self._w, costs=costs)
         ruined = self.equity <= 0
-        end_of_data = (t1 >= self.lengths[s] - 1) & ~ruined
-        truncated = (t1 >= self.t_end) & ~ruined & ~end_of_data
-        flatten = self._costs(self.position, close, volume) / self.equity.clamp_min(1e-12)
-        reward = reward - torch.where(ruined, torch.full_like(reward, cfg.ruin_penalty),
-                                      torch.where(end_of_data, flatten, torch.zeros_like(reward)))
+        end_of_data = (self.t >= self.lengths[self.series] - 1) & ~ruined
+        truncated = (self.t >= self.t_end) & ~ruined & ~end_of_data
+        reward = torch.where(ruined, reward - cfg.ruin_penalty, reward)
+        if self._any(end_of_data):  # terminal mark-to-market: pay for flattening the book
+            flatten = self._costs(self.position, close, volume) / self.equity.clamp_min(1e-12)
+            reward = torch.where(end_of_data, reward - flatten, reward)
         terminated = ruined | end_of_data
-        result_equity = self.equity
+        equity = self.equity
         done = terminated | truncated
         final_obs = self.observe() if with_final_obs else None
-        self._reset(done)
+        if self._any(done):
+            self._reset(done)
         return StepResult(obs=self.observe(), reward=reward, terminated=terminated,
-                          truncated=truncated, equity=result_equity, costs=costs, ruined=ruined,
+                          truncated=truncated, equity=equity, costs=costs, ruined=ruined,
                           final_obs=final_obs)
 
 

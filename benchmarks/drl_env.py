@@ -1,0 +1,127 @@
+"""Benchmark: env-steps/s of the batched QTNet env, its gymnasium wrapper, and gym-anytrading.
+
+One env-step is one book advancing one bar. The batched env steps 10 daily assets jointly
+(real files from ../shared/data/daily when present, else the synthetic market) with the
+default cost preset on the CPU (or ``--device cuda``). The peer, gym-anytrading's StocksEnv,
+is measured in the same run on one asset. Prints one line per figure.
+Run: ``python benchmarks/drl_env.py [--device auto] [--seconds 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tradesim.agents.qtnet.device import pick_device
+from tradesim.agents.qtnet.env import EnvConfig, EnvData, TradingEnv
+from tradesim.data.files import read_bars
+from tradesim.data.synthetic import SyntheticSource
+from tradesim.data.view import MarketData
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "daily"
+SYMBOLS = ("AAPL", "MSFT", "IBM", "INTC", "JNJ", "KO", "MCD", "PG", "GE", "HD")
+BATCHES = (1, 64, 1024, 8192, 32768)
+
+
+def _market() -> tuple[MarketData, str]:
+    if DATA.is_dir():
+        bars = {s: read_bars(DATA / f"{s.lower()}.us.txt").between("2005-01-01", "2017-11-10")
+                for s in SYMBOLS}
+        return MarketData(bars), "real daily 2005-2017"
+    src = SyntheticSource(symbols=[f"S{i}" for i in range(10)], start="2005-01-01",
+                          end="2017-11-10")
+    return MarketData({s: src.load(s) for s in src.symbols()}), "synthetic daily 2005-2017"
+
+
+def _batched(data: EnvData, n_envs: int, device: torch.device, seconds: float) -> float:
+    env = TradingEnv(data=data, device=device,
+                     config=EnvConfig(n_envs=n_envs, episode_len=256, dtype="float32"))
+    env.reset()
+    g = torch.Generator(device=device).manual_seed(0)
+    actions = torch.rand(16, n_envs, env.n_assets, generator=g, device=device) * 2 - 1
+    for i in range(3):
+        env.step(actions[i])
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for i in range(16):
+            env.step(actions[i])
+        steps += 16
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return steps * n_envs / (time.perf_counter() - start)
+
+
+def _gym(data: EnvData, seconds: float) -> float:
+    from tradesim.agents.qtnet.gym_env import QTNetGymEnv
+
+    env = QTNetGymEnv(data=data, config=EnvConfig(episode_len=256))
+    env.reset(seed=0)
+    action = np.zeros(env.action_space.shape, dtype=np.float32)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        action[:] = np.sin(steps)
+        _, _, term, trunc, _ = env.step(action)
+        if term or trunc:
+            env.reset()
+        steps += 1
+    return steps / (time.perf_counter() - start)
+
+
+def _anytrading(market: MarketData, seconds: float) -> float | None:
+    try:
+        from gym_anytrading.envs import StocksEnv
+    except ImportError:
+        return None
+    frame = market.full(market.symbols[0]).frame().rename(columns=str.capitalize)
+    env = StocksEnv(df=frame, window_size=10, frame_bound=(10, len(frame)))
+    env.reset(seed=0)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        _, _, term, trunc, _ = env.step(steps % 2)
+        if term or trunc:
+            env.reset()
+        steps += 1
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps")
+    parser.add_argument("--seconds", type=float, default=2.0, help="timing per figure")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    market, what = _market()
+    data = EnvData.from_market(market)
+    print(f"data: {what}, {data.n_assets} assets x {int(data.lengths[0])} bars; device {device}; "
+          f"torch threads {torch.get_num_threads()}")
+    best = 0.0
+    for n in BATCHES:
+        rate = _batched(data, n, device, args.seconds)
+        best = max(best, rate)
+        print(f"batched env, n_envs={n:>6}: {rate:>14,.0f} env-steps/s (x{data.n_assets} assets)")
+    one = EnvData.from_market(MarketData({SYMBOLS[0]: market.full(market.symbols[0])}))
+    gym_rate = _gym(one, args.seconds)
+    print(f"gymnasium wrapper (1 env, 1 asset): {gym_rate:>14,.0f} env-steps/s")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peer = _anytrading(market, args.seconds)
+    if peer is None:
+        print("gym-anytrading: not installed (pip install gym-anytrading)")
+        return
+    print(f"gym-anytrading StocksEnv (1 env, 1 asset): {peer:>14,.0f} env-steps/s")
+    print(f"ratio best batched / gym-anytrading: {best / peer:,.1f}x; "
+          f"gymnasium wrapper / gym-anytrading: {gym_rate / peer:.3f}x")
+    print(f"target >= 1,000,000 batched env-steps/s: {'met' if best >= 1e6 else 'NOT met'} "
+          f"({best:,.0f})")
+
+
+if __name__ == "__main__":
+    main()
