@@ -519,6 +519,90 @@ def llm_probe(facts: str = typer.Argument(..., help="the decision's facts, e.g. 
 
 # --- train commands ------------------------------------------------------------------------
 
+train_app = typer.Typer(help="Train learning agents (QTNet deep RL).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("qtnet")
+def train_qtnet(
+    data: str = typer.Option("synthetic", help="sample | synthetic | a folder or file of bars"),
+    symbols: list[str] | None = typer.Option(None, "--symbol", help="symbols (repeatable)"),
+    start: str | None = typer.Option(None, help="first date of the history"),
+    end: str | None = typer.Option(None, help="last date of the history"),
+    split: str = typer.Option(..., help="date: bars before it train, bars from it validate"),
+    interval: str = typer.Option("1d", help="bar interval: 1d or 1m 5m ... (minute files)"),
+    quality: str = typer.Option("raise", help="raise | warn | repair"),
+    separate: bool = typer.Option(True, help="one single-asset series per symbol (--joint: "
+                                             "one policy over all symbols)"),
+    device: str = typer.Option("auto", help="auto (cuda > mps > cpu) | cpu | cuda | mps"),
+    threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)"),
+    seed: int = typer.Option(0),
+    iterations: int = typer.Option(50),
+    updates: int = typer.Option(8, help="gradient steps per iteration"),
+    n_envs: int = typer.Option(64),
+    episode_len: int = typer.Option(64),
+    hidden: int = typer.Option(64),
+    costs: str = typer.Option("default", help="zero | default | retail | path.toml"),
+    allow_short: bool = typer.Option(True),
+    max_leverage: float = typer.Option(1.0),
+    bc_weight: float = typer.Option(1.0, help="initial Q-filtered behaviour-cloning weight"),
+    hindsight_teacher: bool = typer.Option(False, help="TRAINING ONLY: add a look-ahead teacher"),
+    eval_every: int = typer.Option(5),
+    patience: int = typer.Option(4),
+    out: _DataPath = typer.Option(_DataPath("runs/qtnet"), help="checkpoints and log.csv"),
+) -> None:
+    """Train the QTNet agent; best.pt plugs into backtests as tradesim.agents.qtnet:QTNetAgent."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tradesim.agents.qtnet.device import pick_device
+    from tradesim.agents.qtnet.env import EnvConfig, EnvData
+    from tradesim.agents.qtnet.train import TrainConfig, split_market, train
+    from tradesim.data.load import load_market
+
+    console = Console()
+    try:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        chosen = pick_device(device)
+        source, options = (data, {}) if data in ("sample", "synthetic") else (
+            "files", {"root": data})
+        market = load_market(symbols=symbols or None, source=source, start=start, end=end,
+                             interval=interval, quality=quality, news=False,
+                             source_options=options)
+        fit, held = split_market(market, split=split)
+        env = EnvConfig(n_envs=n_envs, episode_len=episode_len, costs=costs,
+                        allow_short=allow_short, max_leverage=max_leverage, seed=seed)
+        config = TrainConfig(env=env, iterations=iterations, updates=updates, hidden=hidden,
+                             bc_weight=bc_weight, hindsight_teacher=hindsight_teacher,
+                             eval_every=eval_every, patience=patience, seed=seed)
+        prep = {"separate": separate, "allow_short": allow_short}
+        train_data = EnvData.from_market(fit, hindsight_teacher=hindsight_teacher, **prep)
+        val_data = EnvData.from_market(held, **prep)
+    except (_DataError, ValueError) as exc:
+        raise _data_fail(exc) from None
+    console.print(f"device {chosen}; {len(market.symbols)} symbol(s); train "
+                  f"{int(train_data.lengths.sum()):,} bars, validate {int(val_data.lengths.sum()):,}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("training", total=iterations, info="")
+
+        def show(done: int, total: int, row: dict) -> None:
+            val = row["val_log_growth"]
+            progress.update(task, completed=done, info=(
+                f"critic {row['critic_loss']:.3g}  bc {row['bc_weight']:.2f}  "
+                f"val {val:.4f}" if val != "" else f"critic {row['critic_loss']:.3g}"))
+
+        best = train(config=config, train_data=train_data, val_data=val_data, device=chosen,
+                     out_dir=out, progress=show)
+    console.print(f"best validation log growth {best['val_log_growth']:.4f} at iteration "
+                  f"{best['iteration']}; checkpoint {out / 'best.pt'}, log {out / 'log.csv'}")
+    console.print(f"backtest it: agent = \"tradesim.agents.qtnet:QTNetAgent\", "
+                  f"agent_params = {{checkpoint = \"{out / 'best.pt'}\"}}")
+
+
 
 if __name__ == "__main__":
     app()

@@ -19,12 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from tradesim.agents.qtnet.env import EnvConfig, EnvData, TradingEnv
 from tradesim.agents.qtnet.features import FEATURES
 from tradesim.agents.qtnet.model import Actor, Critic
+from tradesim.data.bars import to_utc_stamp
+from tradesim.data.view import MarketData
+from tradesim.errors import ConfigError
 
 
 class TrainConfig(BaseModel):
@@ -299,3 +303,19 @@ def load_checkpoint(path: str | Path, *, device: torch.device | str = "cpu"
     actor.load_state_dict(ckpt["actor"])
     actor.eval()
     return actor, ckpt
+
+
+def split_market(market: MarketData, *, split: object) -> tuple[MarketData, MarketData]:
+    """Bars ending before ``split`` (training) and from it on (validation / held-out)."""
+    stamp = to_utc_stamp(split)
+    train_part, held_out = {}, {}
+    for s in market.symbols:
+        bars = market.full(s)
+        cut = int(np.searchsorted(bars.time, stamp, "left"))
+        train_part[s], held_out[s] = bars.slice(0, cut), bars.slice(cut, len(bars))
+    for name, part in (("training", train_part), ("validation", held_out)):
+        short = [s for s, b in part.items() if len(b) < 100]
+        if short:
+            raise ConfigError(f"split {split}: the {name} part of {', '.join(short)} has under "
+                              "100 bars; move --split or load a longer history")
+    return MarketData(train_part), MarketData(held_out)
