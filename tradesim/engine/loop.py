@@ -355,7 +355,7 @@ def run_loop(*, engine: Engine, agent: Agent, data: MarketData, universe: tuple[
     n_news = np.searchsorted(news.available_at, clock, "right").tolist()
     rows = _Aligned(data, universe, clock)
     # tuples of floats: cheap to index, and untracked by the cyclic garbage collector
-    opens, highs, lows, closes, volumes = (list(map(tuple, a.tolist())) for a in (
+    opens, highs, lows, closes, volumes = (list(zip(*a.T.tolist())) for a in (
         rows.open, rows.high, rows.low, rows.close, rows.volume))
     times = list(clock)
     col = {s: j for j, s in enumerate(universe)}

@@ -145,38 +145,41 @@ class Recorder:
         self.journal: list[tuple] = []  # (step, time, decision or None, fallback, error)
         self.events: list[dict] = []
         self._costs_total = 0.0
-        self._rows: list[tuple] = []
+        self._at: list[int] = []  # buffered rows: steps, 5 numbers each, positions + marks
+        self._flat: list[float] = []
+        self._book: list[float] = []
 
     def row(self, *, step: int, equity: float, cash: float, gross: float, net: float,
             costs_total: float, positions: Sequence[float], marks: Sequence[float]) -> None:
         """The book at the end of ``step`` (exposures in currency; stored as fractions of equity).
 
-        Rows are buffered as Python tuples and written into the arrays in one pass on ``build``.
+        Rows are buffered in flat Python lists and written into the arrays in one pass on
+        ``build`` (a per-step NumPy write costs more than the rest of a step).
         """
-        self._rows.append((step, equity, cash, gross, net, costs_total, tuple(positions),
-                           tuple(marks)))
+        self._at.append(step)
+        self._flat.extend((equity, cash, gross, net, costs_total))
+        self._book.extend(positions)
+        self._book.extend(marks)
         self.steps = step + 1
 
     def _flush(self) -> None:
         """Write buffered rows into the per-step arrays (the same arithmetic, vectorised)."""
-        if not self._rows:
+        if not self._at:
             return
-        step, equity, cash, gross, net, totals, positions, marks = zip(*self._rows)
-        self._rows = []
-        at = np.array(step, dtype=np.int64)
-        equity_ = np.array(equity, dtype=np.float64)
-        scale = np.zeros_like(equity_)
-        np.divide(1.0, equity_, out=scale, where=equity_ > 0)
-        totals_ = np.array(totals, dtype=np.float64)
+        at = np.array(self._at, dtype=np.int64)
+        flat = np.array(self._flat, dtype=np.float64).reshape(len(at), 5)
+        book = np.array(self._book, dtype=np.float64).reshape(len(at), 2, len(self.symbols))
+        self._at, self._flat, self._book = [], [], []
+        equity, totals = flat[:, 0], flat[:, 4]
+        scale = np.zeros(len(at))
+        np.divide(1.0, equity, out=scale, where=equity > 0)
         c = self.cols
-        c["equity"][at], c["cash"][at] = equity_, cash
-        c["gross"][at] = np.array(gross, dtype=np.float64) * scale
-        c["net"][at] = np.array(net, dtype=np.float64) * scale
-        c["costs"][at] = totals_ - np.r_[self._costs_total, totals_[:-1]]
-        self._costs_total = float(totals_[-1])
+        c["equity"][at], c["cash"][at] = equity, flat[:, 1]
+        c["gross"][at], c["net"][at] = flat[:, 2] * scale, flat[:, 3] * scale
+        c["costs"][at] = totals - np.r_[self._costs_total, totals[:-1]]
+        self._costs_total = float(totals[-1])
         # NaN marks of flat symbols zeroed in build
-        self.held[at] = (np.array(positions, dtype=np.float64).reshape(len(at), -1)
-                         * np.array(marks, dtype=np.float64).reshape(len(at), -1) * scale[:, None])
+        self.held[at] = book[:, 0] * book[:, 1] * scale[:, None]
 
     def decision(self, *, step: int, time: np.datetime64, decision: Decision | None,
                  fallback: str = "", error: str = "") -> None:
@@ -256,7 +259,7 @@ def _json(mapping: Any) -> str:
 def _journal_frame(journal: list[tuple]) -> pd.DataFrame:
     """The decisions table from raw journal entries (step, time, decision or None, fallback,
     error), built column by column."""
-    data: dict[str, list] = {c: [] for c in _COLUMNS["decisions"]}
+    data: dict[str, Any] = {c: [] for c in _COLUMNS["decisions"]}
     time, step, weights, stops, targets, conf, why, calls, fallback, error = data.values()
     for i, t, d, fb, err in journal:
         time.append(t)
@@ -278,6 +281,7 @@ def _journal_frame(journal: list[tuple]) -> pd.DataFrame:
         conf.append(float(c) if isinstance(c, (int, float)) else math.nan)
         why.append(str(d.rationale))
         calls.append(json.dumps([str(x) for x in d.llm_calls]) if d.llm_calls else "[]")
+    data["time"] = np.array(time, dtype="datetime64[ns]")
     return _columns_frame("decisions", data)
 
 

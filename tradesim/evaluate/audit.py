@@ -456,21 +456,21 @@ def _html(report: AuditReport) -> str:
     """A self-contained page in the tear sheet's style: verdict, table, score chart, setup."""
     from matplotlib.figure import Figure
 
-    from tradesim.report.tearsheet import _CSS, _e, _img, _png
+    from tradesim.report.tearsheet import CSS, escape_html, img_tag, figure_png
 
     verdict = ("<span class=stamp>every row meets its goal</span>" if report.passed else
-               "<span class='stamp danger'>" + _e(f"{len(report.failures())} row(s) miss their "
+               "<span class='stamp danger'>" + escape_html(f"{len(report.failures())} row(s) miss their "
                                                   "goal") + "</span>")
-    head = "".join(f"<th class=k>{_e(c)}</th>" for c in ("canary", "hack", "goal", "raw return",
+    head = "".join(f"<th class=k>{escape_html(c)}</th>" for c in ("canary", "hack", "goal", "raw return",
                                                           "hardened", "buy-and-hold", "blocked",
                                                           "met", "reason"))
     body = "".join(
-        f"<tr><td class=k>{_e(r.canary)}</td><td class=k>{_e(r.hack)}</td>"
-        f"<td class=k>{_e(r.goal)}</td><td>{_e(_pct(r.raw_return))}</td>"
-        f"<td>{_e(_num(r.hardened))}</td><td>{_e(_num(r.reference))}</td>"
+        f"<tr><td class=k>{escape_html(r.canary)}</td><td class=k>{escape_html(r.hack)}</td>"
+        f"<td class=k>{escape_html(r.goal)}</td><td>{escape_html(_pct(r.raw_return))}</td>"
+        f"<td>{escape_html(_num(r.hardened))}</td><td>{escape_html(_num(r.reference))}</td>"
         f"<td class=k>{'yes' if r.blocked else 'no'}</td>"
         f"<td class=k{'' if r.met else ' style=color:#b00020'}>{'yes' if r.met else 'NO'}</td>"
-        f"<td class=k>{_e(r.reason)}{(' — ' + _e(r.error)) if r.error else ''}</td></tr>"
+        f"<td class=k>{escape_html(r.reason)}{(' — ' + escape_html(r.error)) if r.error else ''}</td></tr>"
         for r in report.rows)
     fig = Figure(figsize=(11, 3.5))
     ax = fig.subplots()
@@ -484,15 +484,15 @@ def _html(report: AuditReport) -> str:
     ax.set_ylabel("hardened score")
     ax.tick_params(axis="x", rotation=30, labelsize=8)
     ax.grid(alpha=0.3, axis="y")
-    setup = "".join(f"<tr><th class=k>{_e(k)}</th><td class=k>{_e(v)}</td></tr>"
+    setup = "".join(f"<tr><th class=k>{escape_html(k)}</th><td class=k>{escape_html(v)}</td></tr>"
                     for k, v in report.meta.items())
-    refs = "".join(f"<tr><td class=k>{_e(k)}</td><td>{_e(_pct(v['raw_return']))}</td>"
-                   f"<td>{_e(_num(v['hardened']))}</td></tr>" for k, v in report.references.items())
+    refs = "".join(f"<tr><td class=k>{escape_html(k)}</td><td>{escape_html(_pct(v['raw_return']))}</td>"
+                   f"<td>{escape_html(_num(v['hardened']))}</td></tr>" for k, v in report.references.items())
     return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>tradesim hack audit"
-            f"</title><style>{_CSS}</style></head><body><h1>Hack audit</h1>"
-            f"<p>{_e(report.meta.get('market', ''))}</p><p id=verdict>{verdict}</p>"
+            f"</title><style>{CSS}</style></head><body><h1>Hack audit</h1>"
+            f"<p>{escape_html(report.meta.get('market', ''))}</p><p id=verdict>{verdict}</p>"
             f"<section id=rows><h2>Canaries</h2><table>{head}{body}</table></section>"
-            f"<section id=scores><h2>Hardened scores</h2>{_img(_png(fig), 'scores')}</section>"
+            f"<section id=scores><h2>Hardened scores</h2>{img_tag(figure_png(fig), 'scores')}</section>"
             "<section id=references><h2>References</h2><table><tr><th class=k>policy</th>"
             f"<th>raw return</th><th>hardened</th></tr>{refs}</table></section>"
             f"<section id=setup><h2>Setup</h2><table>{setup}</table></section></body></html>")

@@ -236,7 +236,7 @@ def _html(board: Leaderboard) -> str:
     """The leaderboard page in the tear sheet's style: table, Sharpe CI plot, equity curves."""
     from matplotlib.figure import Figure
 
-    from tradesim.report.tearsheet import _CSS, _e, _img, _png
+    from tradesim.report.tearsheet import CSS, escape_html, img_tag, figure_png
 
     t = board.table
     conf = board.meta.get("confidence", 0.95)
@@ -259,22 +259,22 @@ def _html(board: Leaderboard) -> str:
     ax2.grid(alpha=0.3)
     ax2.legend(loc="upper left", fontsize=8)
     shown = [c for c in COLUMNS if c != "error"]
-    head = "".join(f"<th class=k>{_e(c.replace('_', ' '))}</th>" for c in ["#", *shown])
+    head = "".join(f"<th class=k>{escape_html(c.replace('_', ' '))}</th>" for c in ["#", *shown])
     body = "".join("<tr>" + f"<td>{i}</td>" + "".join(
-        f"<td{' class=k' if c == 'agent' else ''}>{_e(_cell(r[c]))}</td>" for c in shown)
+        f"<td{' class=k' if c == 'agent' else ''}>{escape_html(_cell(r[c]))}</td>" for c in shown)
         + "</tr>" for i, r in enumerate(t.to_dict("records"), start=1))
-    errors = "".join(f"<li>{_e(r['agent'])}: {_e(r['error'])}</li>"
+    errors = "".join(f"<li>{escape_html(r['agent'])}: {escape_html(r['error'])}</li>"
                      for r in t.to_dict("records") if r["error"])
-    setup = "".join(f"<tr><th class=k>{_e(k)}</th><td class=k>{_e(v)}</td></tr>"
+    setup = "".join(f"<tr><th class=k>{escape_html(k)}</th><td class=k>{escape_html(v)}</td></tr>"
                     for k, v in board.meta.items())
     return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>tradesim leaderboard"
-            f"</title><style>{_CSS}</style></head><body><h1>Leaderboard</h1>"
-            f"<p>{_e(board.meta.get('market', ''))}; ranked by hardened score; deflated Sharpe "
+            f"</title><style>{CSS}</style></head><body><h1>Leaderboard</h1>"
+            f"<p>{escape_html(board.meta.get('market', ''))}; ranked by hardened score; deflated Sharpe "
             f"counts {board.meta.get('n_trials', 0)} trials</p>"
             f"<section id=table><h2>Agents</h2><table>{head}{body}</table>"
             + (f"<ul class=warn>{errors}</ul>" if errors else "") + "</section>"
-            f"<section id=ci><h2>Sharpe confidence intervals</h2>{_img(_png(fig), 'Sharpe CI')}"
-            f"</section><section id=equity><h2>Equity</h2>{_img(_png(fig2), 'equity')}</section>"
+            f"<section id=ci><h2>Sharpe confidence intervals</h2>{img_tag(figure_png(fig), 'Sharpe CI')}"
+            f"</section><section id=equity><h2>Equity</h2>{img_tag(figure_png(fig2), 'equity')}</section>"
             f"<section id=setup><h2>Setup</h2><table>{setup}</table></section></body></html>")
 
 

@@ -26,7 +26,7 @@ MAX_TRADES = 500
 _PERCENT = {"total_return", "cagr", "volatility", "max_drawdown", "best_bar", "worst_bar",
             "exposure_time", "mean_gross_exposure", "mean_net_exposure", "turnover", "win_rate",
             "avg_trade_return", "benchmark_return", "benchmark_cagr", "alpha", "tracking_error"}
-_CSS = """
+CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;
 max-width:1100px;color:#1d2330}
 h1{margin-bottom:4px}h2{border-bottom:1px solid #ccd;padding-bottom:4px;margin-top:32px}
@@ -51,38 +51,38 @@ def write_tearsheet(path: Path, *, title: str, equity: pd.Series, benchmark: pd.
     """
     path = Path(path)
     sections = [
-        f"<h1>{_e(title)}</h1>",
+        f"<h1>{escape_html(title)}</h1>",
         _header(meta),
         _section("metrics", "Metrics", _metrics_table(metrics)),
-        _section("equity", "Equity vs benchmark", _img(_plot_equity(equity, benchmark, log_scale),
+        _section("equity", "Equity vs benchmark", img_tag(_plot_equity(equity, benchmark, log_scale),
                                                         "equity curve")),
-        _section("drawdown", "Drawdown (underwater)", _img(_plot_drawdown(equity), "drawdown")),
+        _section("drawdown", "Drawdown (underwater)", img_tag(_plot_drawdown(equity), "drawdown")),
         _section("exposure", "Exposure and positions",
-                 _img(_plot_weights(weights), "weights") if weights is not None and len(weights)
+                 img_tag(_plot_weights(weights), "weights") if weights is not None and len(weights)
                  else "<p class=note>no weights recorded</p>"),
     ]
     if _is_daily(equity, metrics):
         sections.append(_section("monthly", "Monthly returns",
-                                 _img(_plot_monthly(equity), "monthly returns")))
+                                 img_tag(_plot_monthly(equity), "monthly returns")))
     sections.append(_section("trades", "Trades", _trades_table(trades, max_trades)))
     doc = ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-           f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
+           f"<title>{escape_html(title)}</title><style>{CSS}</style></head><body>"
            + "\n".join(sections) + "</body></html>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(doc, encoding="utf-8")
     return path
 
 
-def _e(value: object) -> str:
+def escape_html(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
 def _section(anchor: str, heading: str, body: str) -> str:
-    return f'<section id="{anchor}"><h2>{_e(heading)}</h2>{body}</section>'
+    return f'<section id="{anchor}"><h2>{escape_html(heading)}</h2>{body}</section>'
 
 
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+def img_tag(png: bytes, alt: str) -> str:
+    return f'<img alt="{escape_html(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 def _same_bar(fill_mode: object) -> bool:
@@ -94,22 +94,22 @@ def _header(meta: Mapping[str, Any]) -> str:
     fill = meta.get("fill_mode", "unknown")
     danger = _same_bar(fill)
     stamp = (f'<span class="stamp{" danger" if danger else ""}" id="fill-mode">FILL MODE: '
-             f"{_e(fill)}{' — same-bar close fills: results are optimistic' if danger else ''}"
+             f"{escape_html(fill)}{' — same-bar close fills: results are optimistic' if danger else ''}"
              "</span>")
     rows = []
     for key, value in meta.items():
         if key in {"fill_mode", "warnings", "leakage"}:
             continue
         if isinstance(value, Mapping):
-            value = "<br>".join(f"{_e(k)}: {_e(v)}" for k, v in value.items())
+            value = "<br>".join(f"{escape_html(k)}: {escape_html(v)}" for k, v in value.items())
         elif isinstance(value, (list, tuple)):
-            value = _e(", ".join(map(str, value)))
+            value = escape_html(", ".join(map(str, value)))
         else:
-            value = _e(value)
-        rows.append(f"<tr><th class=k>{_e(key)}</th><td class=k>{value}</td></tr>")
+            value = escape_html(value)
+        rows.append(f"<tr><th class=k>{escape_html(key)}</th><td class=k>{value}</td></tr>")
     alerts = [*map(str, meta.get("warnings") or []),
               *(f"LLM knowledge-cutoff leakage: {item}" for item in meta.get("leakage") or [])]
-    warn = ("<ul class=warn id=warnings>" + "".join(f"<li>{_e(a)}</li>" for a in alerts) + "</ul>"
+    warn = ("<ul class=warn id=warnings>" + "".join(f"<li>{escape_html(a)}</li>" for a in alerts) + "</ul>"
             if alerts else "")
     return (f'<section id="run"><p>{stamp}</p>{warn}<table>{"".join(rows)}</table></section>')
 
@@ -127,7 +127,7 @@ def _fmt(key: str, value: float) -> str:
 
 
 def _metrics_table(metrics: Mapping[str, float]) -> str:
-    cells = [f"<tr><th class=k>{_e(k.replace('_', ' '))}</th><td>{_e(_fmt(k, v))}</td></tr>"
+    cells = [f"<tr><th class=k>{escape_html(k.replace('_', ' '))}</th><td>{escape_html(_fmt(k, v))}</td></tr>"
              for k, v in metrics.items()]
     thirds = max(1, math.ceil(len(cells) / 3))
     return '<div class="metrics">' + "".join(
@@ -141,8 +141,8 @@ def _trades_table(trades: pd.DataFrame | None, max_trades: int) -> str:
     shown = trades.tail(max_trades)
     note = (f"<p class=note>showing the last {max_trades} of {len(trades)} trades; all trades "
             "are in the run folder</p>" if len(trades) > max_trades else "")
-    head = "".join(f"<th>{_e(c)}</th>" for c in shown.columns)
-    body = "".join("<tr>" + "".join(f"<td>{_e(_cell(v))}</td>" for v in row) + "</tr>"
+    head = "".join(f"<th>{escape_html(c)}</th>" for c in shown.columns)
+    body = "".join("<tr>" + "".join(f"<td>{escape_html(_cell(v))}</td>" for v in row) + "</tr>"
                    for row in shown.itertuples(index=False))
     return f"{note}<table id=trades-table><tr>{head}</tr>{body}</table>"
 
@@ -163,7 +163,7 @@ def _figure(height: float) -> tuple[Figure, Any]:
     return fig, fig.subplots()
 
 
-def _png(fig: Figure) -> bytes:
+def figure_png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     return buf.getvalue()
@@ -183,7 +183,7 @@ def _plot_equity(equity: pd.Series, benchmark: pd.Series | None, log_scale: bool
     ax.set_ylabel("equity")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _plot_drawdown(equity: pd.Series) -> bytes:
@@ -192,7 +192,7 @@ def _plot_drawdown(equity: pd.Series) -> bytes:
     ax.fill_between(dd.index, dd.to_numpy(), 0, color="#c0392b", alpha=0.5, lw=0)
     ax.set_ylabel("drawdown %")
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _plot_weights(weights: pd.DataFrame) -> bytes:
@@ -211,7 +211,7 @@ def _plot_weights(weights: pd.DataFrame) -> bytes:
     ax.grid(alpha=0.3)
     if len(labels) <= 20:
         ax.legend(loc="upper left", ncol=min(len(labels) + 1, 8), fontsize=8)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _plot_monthly(equity: pd.Series) -> bytes:
@@ -233,4 +233,4 @@ def _plot_monthly(equity: pd.Series) -> bytes:
             if not np.isnan(v):
                 ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7)
     ax.set_title("monthly return %", fontsize=10)
-    return _png(fig)
+    return figure_png(fig)
