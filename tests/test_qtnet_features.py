@@ -7,7 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tradesim.agents.qtnet.features import FEATURES, day_ids, dual_thrust_lines, make_features
+from tradesim.agents.qtnet.features import (
+    FEATURES,
+    day_ids,
+    dual_thrust_lines,
+    make_features,
+)
 from tradesim.agents.qtnet.teachers import CAUSAL_TEACHERS, teacher_positions
 
 _MIN_NS = 60 * 1_000_000_000

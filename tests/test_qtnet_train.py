@@ -10,8 +10,17 @@ import torch
 
 from tradesim.agents.qtnet.env import EnvConfig, EnvData
 from tradesim.agents.qtnet.model import Actor, Critic
-from tradesim.agents.qtnet.train import (Batch, TrainConfig, actor_loss, bc_loss, evaluate,
-                                         load_checkpoint, q_filter, rollout, train)
+from tradesim.agents.qtnet.train import (
+    Batch,
+    TrainConfig,
+    actor_loss,
+    bc_loss,
+    evaluate,
+    load_checkpoint,
+    q_filter,
+    rollout,
+    train,
+)
 from tradesim.agents.registry import load_agent
 from tradesim.data.bars import Bars
 from tradesim.data.view import MarketData
@@ -115,7 +124,7 @@ def test_train_writes_weights_only_checkpoints_and_the_policy_backtests(tmp_path
     assert best is not None and (tmp_path / "best.pt").is_file()
     lines = (tmp_path / "log.csv").read_text().splitlines()
     assert lines[0].startswith("iteration,") and len(lines) == 3
-    actor, meta = load_checkpoint(tmp_path / "best.pt")
+    actor, _meta = load_checkpoint(tmp_path / "best.pt")
     for name, tensor in actor.state_dict().items():
         torch.testing.assert_close(tensor, best["actor"][name])
     agent = load_agent("tradesim.agents.qtnet:QTNetAgent", checkpoint=str(tmp_path / "best.pt"))
@@ -165,7 +174,6 @@ def test_canary_agent_does_not_beat_costs_on_a_random_walk():
     assert _canary(leak=False) < 0.02
 
 
-@pytest.mark.slow
 def test_stable_baselines3_ppo_trains_on_the_gymnasium_wrapper():
     pytest.importorskip("stable_baselines3")
     from gymnasium.utils.env_checker import check_env

@@ -549,7 +549,7 @@ def train_qtnet(
     hindsight_teacher: bool = typer.Option(False, help="TRAINING ONLY: add a look-ahead teacher"),
     eval_every: int = typer.Option(5),
     patience: int = typer.Option(4),
-    out: _DataPath = typer.Option(_DataPath("runs/qtnet"), help="checkpoints and log.csv"),
+    out: _DataPath = typer.Option("runs/qtnet", help="checkpoints and log.csv"),
 ) -> None:
     """Train the QTNet agent; best.pt plugs into backtests as tradesim.agents.qtnet:QTNetAgent."""
     from rich.console import Console

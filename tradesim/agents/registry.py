@@ -24,6 +24,7 @@ BUILTINS: dict[str, str] = {
     "macd": "tradesim.agents.baselines:Macd",
     "dual_thrust": "tradesim.agents.baselines:DualThrust",
     "momentum": "tradesim.agents.baselines:TimeSeriesMomentum",
+    "qtnet": "tradesim.agents.qtnet:QTNetAgent",
 }
 
 

@@ -68,7 +68,7 @@ def target_qty(weight: float, equity: float, price: float, *, lot_size: float = 
     if price:
         raw = num / price
     else:  # NumPy's x / 0: +-inf, or NaN for 0 / 0
-        raw = (math.nan if num == 0 or num != num
+        raw = (math.nan if num == 0 or math.isnan(num)
                else math.copysign(math.inf, num) * math.copysign(1.0, price))
     if not fractional and math.isfinite(raw):
         raw = float(math.trunc(raw / lot_size)) * lot_size
@@ -116,11 +116,11 @@ def exit_prices(position: np.ndarray, stop: np.ndarray, target: np.ndarray, open
 
 
 def _fmin(a: float, b: float) -> float:
-    return b if a != a else a if b != b else min(a, b)
+    return b if math.isnan(a) else a if math.isnan(b) else min(a, b)
 
 
 def _fmax(a: float, b: float) -> float:
-    return b if a != a else a if b != b else max(a, b)
+    return b if math.isnan(a) else a if math.isnan(b) else max(a, b)
 
 
 def exit_price(quantity: float, stop: float, target: float, open_: float, high: float,
@@ -202,17 +202,17 @@ class Broker:
         for order in list(self.open_orders):
             j = order.col
             px_ref = ref[j]
-            if px_ref != px_ref or order.kind not in kinds:
+            if math.isnan(px_ref) or order.kind not in kinds:
                 continue  # no bar for this symbol now (NaN), or not this phase's business
             hi, lo = float(high[j]), float(low[j])
             price = order_fill_price(order.kind, order.quantity, order.level, float(px_ref), hi, lo)
-            if price != price:
+            if math.isnan(price):
                 continue
             remaining = order.quantity - order.filled
             qty = remaining
             vol = float(volume[j])
             if cap is not None:
-                room = max(cap * (vol if vol == vol else 0.0) - used.get(j, 0.0), 0.0)
+                room = max(cap * (0.0 if math.isnan(vol) else vol) - used.get(j, 0.0), 0.0)
                 qty = math.copysign(min(abs(remaining), room), remaining)
                 used[j] = used.get(j, 0.0) + abs(qty)
             self.open_orders.remove(order)

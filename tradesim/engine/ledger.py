@@ -80,7 +80,7 @@ class Ledger:
         """Mark to ``prices``; NaN entries (no bar now) keep the previous mark."""
         marks = self.prices
         for j, p in enumerate(prices):
-            if p == p:
+            if not math.isnan(p):
                 marks[j] = float(p)
 
     # --- reads -----------------------------------------------------------------------------

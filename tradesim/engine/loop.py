@@ -94,6 +94,12 @@ class Engine:
         if isinstance(open, np.ndarray):
             open, high, low, close, volume = (np.asarray(a, dtype=np.float64).tolist()
                                               for a in (open, high, low, close, volume))
+        self._open(step, time, open, high, low, close, volume)
+
+    def _open(self, step: int, time: np.datetime64, open: Sequence[float],
+              high: Sequence[float], low: Sequence[float], close: Sequence[float],
+              volume: Sequence[float]) -> None:
+        """:meth:`open_step` on rows of Python floats, positionally (the loop's hot path)."""
         L = self.ledger
         L.begin_step()
         self._step_fills, self._step_orders, self._liquidated = [], [], False
@@ -111,7 +117,10 @@ class Engine:
                 if fee:
                     L.charge_borrow(fee)
         self._last_time = time
-        if has_pos and self._margin_possible():
+        # no margin call can trigger with cash >= 0 and only long positions (at positive
+        # prices): then equity >= gross exposure >= maintenance_margin x gross
+        margin_off = self.maintenance_margin <= 1.0
+        if has_pos and not (margin_off and L.cash >= 0 and min(shares) >= 0):
             self._margin_call(phase="open", prices=open)
         if self.broker.open_orders:
             for order, fill in self.broker.execute(step=step, time=time, ref=open, high=high,
@@ -121,7 +130,7 @@ class Engine:
         if self._armed and any(shares):
             self._exits(step, time, open, high, low, volume)
         L.mark(close)
-        if any(shares) and self._margin_possible():
+        if any(shares) and not (margin_off and L.cash >= 0 and min(shares) >= 0):
             self._margin_call(phase="close", prices=close)
 
     def rebalance(self, *, weights: Sequence[float], stop_loss: Sequence[float] | None = None,
@@ -134,7 +143,7 @@ class Engine:
         L = self.ledger
         equity = L.equity()
         current, marks = L.shares, L.prices
-        target = [q if w != w else target_qty(w, equity, m, lot_size=self.lot_size,
+        target = [q if math.isnan(w) else target_qty(w, equity, m, lot_size=self.lot_size,
                                               fractional=self.fractional)
                   for w, q, m in zip(weights, current, marks)]
         gross_now, _ = L.exposures()
@@ -143,11 +152,13 @@ class Engine:
                          orders=self.broker.open_orders)
         orders = []
         broker = self.broker
+        if broker.open_orders:  # market orders still open for re-targeted symbols are stale
+            for order in [o for o in broker.open_orders
+                          if o.kind == MARKET and not math.isnan(weights[o.col])]:
+                broker.cancel(order)
         for j, w in enumerate(weights):
-            if w != w:
+            if math.isnan(w):
                 continue
-            if broker.open_orders:
-                broker.cancel_all(col=j, kind=MARKET)
             delta = target[j] - current[j]
             if abs(delta) > 1e-12:
                 orders.append(broker.create(time=time, col=j, quantity=delta))
@@ -155,7 +166,7 @@ class Engine:
             for levels, new in ((self.stop_loss, stop_loss), (self.take_profit, take_profit)):
                 if new is not None:
                     for j, x in enumerate(new):
-                        if x == x:
+                        if not math.isnan(x):
                             levels[j] = float(x)
             self._count_armed()
         self._step_orders.extend(orders)
@@ -194,20 +205,21 @@ class Engine:
         L.apply(fill, col)
         self._step_fills.append((col, fill))
         self.fills.append((step, order.id if order is not None else 0, fill))
-        if L.shares[col] == 0.0 and (self.stop_loss[col] == self.stop_loss[col]
-                                     or self.take_profit[col] == self.take_profit[col]):
+        if L.shares[col] == 0.0 and not (math.isnan(self.stop_loss[col])
+                                         and math.isnan(self.take_profit[col])):
             self.stop_loss[col] = self.take_profit[col] = math.nan
             self._count_armed()
 
     def _count_armed(self) -> None:
-        self._armed = sum(1 for a, b in zip(self.stop_loss, self.take_profit) if a == a or b == b)
+        self._armed = sum(1 for a, b in zip(self.stop_loss, self.take_profit)
+                          if not (math.isnan(a) and math.isnan(b)))
 
     def _exits(self, step: int, time: np.datetime64, open_: Sequence[float],
                high: Sequence[float], low: Sequence[float], volume: Sequence[float]) -> None:
         shares = self.ledger.shares
         for j, (stop, target) in enumerate(zip(self.stop_loss, self.take_profit)):
             q = shares[j]
-            if not q or (stop != stop and target != target):
+            if not q or (math.isnan(stop) and math.isnan(target)):
                 continue
             price, reason = exit_price(q, stop, target, open_[j], high[j], low[j])
             if reason:
@@ -216,18 +228,13 @@ class Engine:
                 check_in_bar(fill.price, high[j], low[j], symbol=fill.symbol, time=time, step=step)
                 self._book(step, fill, None)
 
-    def _margin_possible(self) -> bool:
-        """False when no margin call can trigger: with cash >= 0 and only long positions (at
-        positive prices) equity >= gross exposure >= maintenance_margin x gross."""
-        return self.ledger.cash < 0 or self.maintenance_margin > 1.0 or min(self.ledger.shares) < 0
-
     def _margin_call(self, *, phase: str, prices: Sequence[float]) -> None:
         """Liquidate everything tradable now when equity falls below the maintenance margin."""
         L = self.ledger
         gross = value = 0.0
         for q, p, m in zip(L.shares, prices, L.prices):
             if q:
-                v = q * (p if p == p else m)
+                v = q * (m if math.isnan(p) else p)
                 gross += abs(v)
                 value += v
         equity = L.cash + value
@@ -240,7 +247,7 @@ class Engine:
         self.broker.cancel_all()
         for j, p in enumerate(prices):
             q = L.shares[j]
-            if q and p == p:
+            if q and not math.isnan(p):
                 fill = self.broker.make_fill(time=time, col=j, quantity=-q, price=p,
                                              volume=volume[j], reason="liquidation")
                 check_in_bar(fill.price, high[j], low[j], symbol=fill.symbol, time=time, step=step)
@@ -323,7 +330,7 @@ def _validate(decision: object, *, universe: dict[str, int], ledger: Ledger,
         gross = gross_now = 0.0
         for x, q, m in zip(w, ledger.shares, ledger.prices):
             held = abs(q * m / equity) if q and equity > 0 else 0.0
-            gross += held if x != x else abs(x)
+            gross += held if math.isnan(x) else abs(x)
             gross_now += held
         if gross > max_leverage * (1 + 1e-9) and gross > gross_now * (1 + 1e-9):
             raise _InvalidDecision(f"weights sum to gross leverage {gross:.6g} (with kept "
@@ -376,11 +383,10 @@ def run_loop(*, engine: Engine, agent: Agent, data: MarketData, universe: tuple[
         for i in range(total):
             t = times[i]
             close = closes[i]
-            engine.open_step(step=i, time=t, open=opens[i], high=highs[i], low=lows[i],
-                             close=close, volume=volumes[i])
+            engine._open(i, t, opens[i], highs[i], lows[i], close, volumes[i])
             if unseen:
                 for j, c in enumerate(close):
-                    if c == c and not seen[j]:
+                    if not math.isnan(c) and not seen[j]:
                         seen[j] = True
                         unseen -= 1
             equity = L.equity()
@@ -400,8 +406,10 @@ def run_loop(*, engine: Engine, agent: Agent, data: MarketData, universe: tuple[
                         raise AgentDecisionError(f"agent {getattr(agent, 'name', agent)!r} update() "
                                                  f"raised {type(exc).__name__}: {exc}", step=i,
                                                  time=_iso(t)) from exc
-            positions = {s: q for s, q in zip(universe, L.shares) if q}
-            prices = {s: m for s, m in zip(universe, L.prices) if m == m}
+            shares = L.shares
+            positions = {s: q for s, q in zip(universe, shares) if q} if any(shares) else {}
+            prices = (dict(zip(universe, L.prices)) if not unseen  # every mark is set by now
+                      else {s: m for s, m in zip(universe, L.prices) if not math.isnan(m)})
             view = PointInTimeView(t, bars, dict(zip(names, counts[i])), news, n_news[i])
             obs = Observation(time=t, step=i, universe=universe, market=view, interval=interval,
                               portfolio=Portfolio(cash=L.cash, positions=positions, prices=prices,
@@ -410,8 +418,14 @@ def run_loop(*, engine: Engine, agent: Agent, data: MarketData, universe: tuple[
             decision = None
             try:
                 decision = decide(obs)
-                w, sl, tp = _validate(decision, universe=col, has_price=seen, ledger=L,
-                                      max_leverage=engine.max_leverage, allow_short=engine.allow_short)
+                if type(decision) is Decision and not (
+                        decision.weights or decision.stop_loss or decision.take_profit
+                        or decision.rebalance_missing):
+                    w = sl = tp = None  # a plain hold, the common case: nothing to validate
+                else:
+                    w, sl, tp = _validate(decision, universe=col, has_price=seen, ledger=L,
+                                          max_leverage=engine.max_leverage,
+                                          allow_short=engine.allow_short)
             except Exception as exc:
                 error = (f"invalid decision: {exc}" if isinstance(exc, _InvalidDecision)
                          else f"decide raised {type(exc).__name__}: {exc}")

@@ -46,16 +46,15 @@ def _frame(name: str, rows: list[dict]) -> pd.DataFrame:
     return _columns_frame(name, {c: [r[c] for r in rows] for c in _COLUMNS[name]})
 
 
-def _columns_frame(name: str, data: dict[str, list]) -> pd.DataFrame:
+def _columns_frame(name: str, data: dict[str, Any]) -> pd.DataFrame:
     """:func:`_frame` from column lists (the fast way for long tables such as the journal)."""
-    cols = _COLUMNS[name]
-    out = pd.DataFrame({c: pd.Series(data[c], dtype=object) for c in cols})
-    for c, dt in cols.items():
+    out = {}
+    for c, dt in _COLUMNS[name].items():
         if dt.startswith("datetime"):
             out[c] = pd.to_datetime(pd.Series(data[c], dtype="datetime64[ns]")).dt.tz_localize("UTC")
         else:
-            out[c] = out[c].astype(dt)
-    return out
+            out[c] = pd.Series(data[c], dtype=dt)
+    return pd.DataFrame(out)
 
 
 def _utc_index(stamps: np.ndarray) -> pd.DatetimeIndex:
@@ -259,30 +258,23 @@ def _json(mapping: Any) -> str:
 def _journal_frame(journal: list[tuple]) -> pd.DataFrame:
     """The decisions table from raw journal entries (step, time, decision or None, fallback,
     error), built column by column."""
-    data: dict[str, Any] = {c: [] for c in _COLUMNS["decisions"]}
-    time, step, weights, stops, targets, conf, why, calls, fallback, error = data.values()
-    for i, t, d, fb, err in journal:
-        time.append(t)
-        step.append(i)
-        fallback.append(fb)
-        error.append(err)
-        if d is None:
-            weights.append("{}")
-            stops.append("{}")
-            targets.append("{}")
-            conf.append(math.nan)
-            why.append("")
-            calls.append("[]")
-            continue
-        weights.append(_json(d.weights))
-        stops.append(_json(d.stop_loss))
-        targets.append(_json(d.take_profit))
-        c = d.confidence
-        conf.append(float(c) if isinstance(c, (int, float)) else math.nan)
-        why.append(str(d.rationale))
-        calls.append(json.dumps([str(x) for x in d.llm_calls]) if d.llm_calls else "[]")
-    data["time"] = np.array(time, dtype="datetime64[ns]")
-    return _columns_frame("decisions", data)
+    steps, times, decisions, fallbacks, errors = (
+        (list(c) for c in zip(*journal)) if journal else ([] for _ in range(5)))
+    real = [d for d in decisions if d is not None]
+    if len(real) < len(decisions):  # journal rows without a Decision (the agent raised)
+        blank = Decision(weights={}, confidence=math.nan, rationale="")
+        real = [blank if d is None else d for d in decisions]
+    conf = [d.confidence for d in real]
+    return _columns_frame("decisions", {
+        "time": np.array(times, dtype="datetime64[ns]"), "step": steps,
+        "weights": [_json(d.weights) if d.weights else "{}" for d in real],
+        "stop_loss": [_json(d.stop_loss) if d.stop_loss else "{}" for d in real],
+        "take_profit": [_json(d.take_profit) if d.take_profit else "{}" for d in real],
+        "confidence": [float(c) if isinstance(c, (int, float)) else math.nan for c in conf],
+        "rationale": [str(d.rationale) for d in real],
+        "llm_calls": [json.dumps([str(x) for x in d.llm_calls]) if d.llm_calls else "[]"
+                      for d in real],
+        "fallback": fallbacks, "error": errors})
 
 
 def round_trips(fills: list[tuple[int, int, Fill]]) -> list[dict]:

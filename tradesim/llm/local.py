@@ -11,6 +11,7 @@ self-hosted models (``provider='openai'`` / ``'openai-compatible'``) or a bigger
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import importlib.util
 import json
 import math
@@ -64,69 +65,102 @@ def resolve_model_path(model_path: str | Path | None) -> Path:
 class LocalModel:
     """One llama.cpp model in memory; calls are serialised (a llama context is not thread-safe).
 
-    Consecutive prompts that share a prefix (the fixed system prompt) reuse its KV cache, which
-    halves latency for the short per-decision suffix. Grammar-constrained strings are capped at
-    ``max_string_chars`` so a rambling small model still closes its JSON within max_tokens.
+    Decoding runs in our own loop rather than llama-cpp-python's sampler chain, whose grammar
+    step tests every one of the ~49k vocabulary tokens against the grammar at every position
+    (seconds per token). Here the grammar only sees the ``top_k`` most likely tokens plus the
+    end-of-generation tokens; when none of those is allowed the same step is redone over the
+    whole vocabulary, so output stays grammar-valid and an empty candidate set never reaches
+    the grammar's accept step (which would abort the process). Consecutive prompts that share a
+    prefix (the fixed system prompt) reuse its KV cache. Grammar-constrained strings are capped
+    at ``max_string_chars`` so a rambling small model still closes its JSON within max_tokens.
     """
 
     def __init__(self, *, model_path: str | Path | None = None, n_ctx: int = 2048,
                  n_threads: int | None = None, seed: int | None = 0,
-                 max_string_chars: int = 60) -> None:
+                 max_string_chars: int = 60, top_k: int = 64, n_gpu_layers: int = -1) -> None:
         try:
             from llama_cpp import Llama
         except ImportError as exc:
             raise ConfigError(f"the embedded local model needs llama-cpp-python: {_INSTALL}") from exc
+        if top_k < 1:
+            raise ConfigError(f"LocalModel top_k={top_k}: pass at least 1 (64 is a good default)")
         self.path = resolve_model_path(model_path)
         self.name = DEFAULT_MODEL_NAME if model_path is None else self.path.stem.lower()
         self.lock = threading.Lock()
         self.llama = Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=n_threads,
-                           seed=0 if seed is None else seed, n_gpu_layers=-1, verbose=False)
+                           seed=0 if seed is None else seed, n_gpu_layers=n_gpu_layers,
+                           verbose=False)
         self.max_string_chars = max_string_chars
+        self.top_k = top_k
         self._grammars: dict[str, Any] = {}
+        self._samplers: dict[str, _GrammarSampler] = {}
+        self._formatter: Any = None
+        self._n_vocab = self.llama.n_vocab()
+        vocab = self.llama._model.vocab
+        import llama_cpp
+
+        eog = [t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, t)]
+        self._eog, self._eog_set = np.array(eog, dtype=np.int32), frozenset(eog)
+        self._all = np.zeros(self._n_vocab, dtype=_TOKEN_DATA)
+        self._all["id"] = np.arange(self._n_vocab, dtype=np.int32)
 
     def chat(self, messages: list[dict[str, str]], *, temperature: float = 0.0,
              max_tokens: int = 256, seed: int | None = 0,
-             schema: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A chat completion (OpenAI-shaped dict); with ``schema`` decoding follows its grammar."""
-        grammar = self._grammar(schema) if schema is not None else None
-        with self.lock:
-            if seed is not None:
-                self.llama.set_seed(seed)
-            return self.llama.create_chat_completion(
-                messages=messages, temperature=temperature, max_tokens=max_tokens,
-                grammar=grammar)
+             schema: dict[str, Any] | None = None, top_k: int | None = None) -> dict[str, Any]:
+        """A chat completion (OpenAI-shaped dict); with ``schema`` decoding follows its grammar.
 
-    def next_token_probs(self, prompt: str, words: Sequence[str]) -> np.ndarray:
-        """Probabilities of each word's first token right after ``prompt``, renormalised."""
-        ids = [self.llama.tokenize(w.encode(), add_bos=False, special=False)[0] for w in words]
+        ``usage`` also reports ``cached_prompt_tokens`` (reused KV prefix) and
+        ``grammar_fallbacks`` (steps redone over the full vocabulary).
+        """
+        prompt = self.llama.tokenize(self.chat_prompt(messages).encode(), add_bos=True,
+                                     special=True)
+        if len(prompt) + max_tokens > self.llama.n_ctx():
+            raise ValueError(f"prompt of {len(prompt)} tokens + max_tokens {max_tokens} exceeds "
+                             f"the context of {self.llama.n_ctx()} tokens")
+        sampler = self._sampler(schema) if schema is not None else None
+        rng = np.random.default_rng(seed)
+        with self.lock:
+            cached = self._prefill(prompt)
+            out, fallbacks, finish = self._decode(sampler, max_tokens=max_tokens,
+                                                  temperature=temperature, rng=rng,
+                                                  top_k=self.top_k if top_k is None else top_k)
+        text = self.llama.detokenize(out).decode("utf-8", errors="replace")
+        return {"object": "chat.completion", "model": self.name,
+                "choices": [{"index": 0, "finish_reason": finish,
+                             "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(out),
+                          "total_tokens": len(prompt) + len(out),
+                          "cached_prompt_tokens": cached, "grammar_fallbacks": fallbacks}}
+
+    def next_token_logprobs(self, prompt: str) -> np.ndarray:
+        """Log-probabilities over the whole vocabulary of the token right after ``prompt``."""
         tokens = self.llama.tokenize(prompt.encode(), add_bos=True, special=True)
         with self.lock:
-            keep = _common_prefix(self.llama._input_ids[: self.llama.n_tokens].tolist(), tokens)
-            keep = min(keep, len(tokens) - 1)  # always evaluate the last token for fresh logits
-            self.llama.n_tokens = keep
-            self.llama.eval(tokens[keep:])
-            # only the last position has logits (logits_all=False): read them from the context
-            logits = np.ctypeslib.as_array(self.llama._ctx.get_logits(),
-                                           shape=(self.llama.n_vocab(),)).astype(np.float64)
-        chosen = logits[ids]
-        p = np.exp(chosen - chosen.max())
-        return p / p.sum()
+            self._prefill(tokens)
+            logits = self._logits().astype(np.float64)
+        logits -= logits.max()
+        return logits - np.log(np.exp(logits).sum())
+
+    def first_tokens(self, words: Sequence[str]) -> list[int]:
+        """The distinct first token of each word, in order (spellings that share one count once)."""
+        ids = [self.llama.tokenize(w.encode(), add_bos=False, special=False)[0] for w in words]
+        return list(dict.fromkeys(ids))
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         """``messages`` in the model's own chat template, ending where the assistant speaks."""
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        if self._formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        meta = self.llama.metadata
-        template = meta.get("tokenizer.chat_template")
-        if not template:
-            raise ConfigError(f"{self.path} has no chat template in its GGUF metadata")
-        vocab = self.llama
-        fmt = Jinja2ChatFormatter(template=template,
-                                  eos_token=vocab.detokenize([vocab.token_eos()]).decode(errors="ignore"),
-                                  bos_token=vocab.detokenize([vocab.token_bos()]).decode(errors="ignore"))
-        return fmt(messages=messages).prompt
+            template = self.llama.metadata.get("tokenizer.chat_template")
+            if not template:
+                raise ConfigError(f"{self.path} has no chat template in its GGUF metadata")
+            self._formatter = Jinja2ChatFormatter(
+                template=template, eos_token=self._piece(self.llama.token_eos()),
+                bos_token=self._piece(self.llama.token_bos()))
+        return self._formatter(messages=messages).prompt
 
-    def _grammar(self, schema: dict[str, Any]) -> Any:
+    def grammar(self, schema: dict[str, Any]) -> Any:
+        """The ``LlamaGrammar`` that decoding with ``schema`` follows (built once per schema)."""
         from llama_cpp import LlamaGrammar
 
         key = json.dumps(schema)  # keep property order: the grammar emits fields in it
@@ -135,6 +169,110 @@ class LocalModel:
             self._grammars[key] = (LlamaGrammar.from_string(gbnf, verbose=False) if gbnf
                                    else LlamaGrammar.from_json_schema(key, verbose=False))
         return self._grammars[key]
+
+    def _sampler(self, schema: dict[str, Any]) -> _GrammarSampler:
+        key = json.dumps(schema)
+        if key not in self._samplers:
+            self._samplers[key] = _GrammarSampler(self.llama._model.vocab, self.grammar(schema))
+        return self._samplers[key]
+
+    def _piece(self, token: int) -> str:
+        return self.llama.detokenize([token], special=True).decode(errors="ignore")
+
+    def _prefill(self, tokens: Sequence[int]) -> int:
+        """Evaluate ``tokens``, reusing the KV cache of the prefix they share with the last call."""
+        keep = _common_prefix(self.llama._input_ids[: self.llama.n_tokens].tolist(), tokens)
+        keep = min(keep, len(tokens) - 1)  # always evaluate the last token for fresh logits
+        self.llama.n_tokens = keep
+        self.llama.eval(tokens[keep:])
+        return keep
+
+    def _logits(self) -> np.ndarray:
+        # only the last evaluated position has logits (logits_all=False): a view into the context
+        return np.ctypeslib.as_array(self.llama._ctx.get_logits(), shape=(self._n_vocab,))
+
+    def _decode(self, sampler: _GrammarSampler | None, *, max_tokens: int, temperature: float,
+                rng: np.random.Generator, top_k: int) -> tuple[list[int], int, str]:
+        """Generate after the prefilled prompt: (tokens, grammar fallbacks, finish reason)."""
+        if sampler is not None:
+            sampler.reset()
+        out: list[int] = []
+        fallbacks = 0
+        for _ in range(max_tokens):
+            logits = self._logits()
+            cand = _candidates(logits, top_k, self._eog)
+            if sampler is not None:
+                sampler.apply(cand)
+                if not np.isfinite(cand["logit"]).any():
+                    fallbacks += 1
+                    cand = self._all.copy()
+                    cand["logit"] = logits
+                    sampler.apply(cand)
+                    if not np.isfinite(cand["logit"]).any():
+                        raise RuntimeError("the grammar allows no token after "
+                                           f"{self.llama.detokenize(out)!r}")
+            token = _pick(cand, temperature, rng)
+            if sampler is not None:
+                sampler.accept(token)
+            if token in self._eog_set:
+                return out, fallbacks, "stop"
+            out.append(token)
+            self.llama.eval([token])
+        return out, fallbacks, "length"
+
+
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+
+
+class _GrammarSampler:
+    """A llama.cpp grammar sampler applied to candidate arrays we choose, not the whole vocab."""
+
+    def __init__(self, vocab: Any, grammar: Any) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self._ptr = llama_cpp.llama_sampler_init_grammar(
+            vocab, grammar._grammar.encode(), grammar._root.encode())
+        if not self._ptr:
+            raise ConfigError(f"llama.cpp rejected the grammar: {grammar._grammar[:200]!r}")
+
+    def reset(self) -> None:
+        self._lib.llama_sampler_reset(self._ptr)
+
+    def apply(self, cand: np.ndarray) -> None:
+        """Set the logit of every candidate the grammar forbids here to -inf, in place."""
+        arr = self._lib.llama_token_data_array(
+            data=cand.ctypes.data_as(self._lib.llama_token_data_p), size=len(cand),
+            selected=-1, sorted=False)
+        self._lib.llama_sampler_apply(self._ptr, ctypes.byref(arr))
+
+    def accept(self, token: int) -> None:
+        self._lib.llama_sampler_accept(self._ptr, token)
+
+    def __del__(self) -> None:
+        if getattr(self, "_ptr", None):
+            self._lib.llama_sampler_free(self._ptr)
+
+
+def _candidates(logits: np.ndarray, top_k: int, always: np.ndarray) -> np.ndarray:
+    """The ``top_k`` highest-logit tokens plus ``always`` (end tokens), as llama_token_data."""
+    n = len(logits)
+    ids = np.argpartition(logits, n - top_k)[n - top_k:] if top_k < n else np.arange(n)
+    ids = np.union1d(ids, always).astype(np.int32)
+    cand = np.zeros(len(ids), dtype=_TOKEN_DATA)
+    cand["id"], cand["logit"] = ids, logits[ids]
+    return cand
+
+
+def _pick(cand: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    """Greedy at temperature 0, else a softmax draw among the candidates still allowed."""
+    logit = cand["logit"].astype(np.float64)
+    if temperature <= 0.0:
+        return int(cand["id"][int(np.argmax(logit))])
+    ok = np.isfinite(logit)
+    z = logit[ok] / temperature
+    p = np.exp(z - z.max())
+    return int(rng.choice(cand["id"][ok], p=p / p.sum()))
 
 
 class LocalLlamaProvider:

@@ -31,6 +31,7 @@ class QTNetAgent(BaseAgent):
 
     def __init__(self, *, checkpoint: str, device: str = "cpu",
                  bars_per_day: int | None = None) -> None:
+        """``bars_per_day``: the most bars one day holds, for intraday data (1440 for 1m)."""
         if not Path(checkpoint).is_file():
             raise ConfigError(f"checkpoint {checkpoint} does not exist; train one with "
                               "`tradesim train qtnet --out DIR` and pass DIR/best.pt")
@@ -41,8 +42,9 @@ class QTNetAgent(BaseAgent):
         self.env = cfg.env
         self.n_assets = int(meta["n_assets"])
         self.trained_symbols = tuple(meta["symbols"])
-        days = max(self.env.window, 1) + 64
-        self.lookback = max(_HISTORY, days if bars_per_day is None else days * bars_per_day)
+        # Dual Thrust needs its completed days (4) plus today in view, on intraday bars too
+        self.lookback = _HISTORY + self.env.window + (0 if bars_per_day is None
+                                                      else 6 * bars_per_day)
         self._h: dict[str, torch.Tensor] = {}
         self._steps = 0
         self._start_equity = 0.0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -14,7 +14,7 @@ from tradesim.agents.qtnet.env import EnvConfig, EnvData, TradingEnv
 class QTNetGymEnv(gym.Env):
     """One book on the CPU; ``step`` takes actions in [-1, 1]^N and returns float32 observations."""
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict[str, list]] = {"render_modes": []}
 
     def __init__(self, *, data: EnvData, config: EnvConfig | None = None) -> None:
         cfg = (config or EnvConfig()).model_copy(update={"n_envs": 1})

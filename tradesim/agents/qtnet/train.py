@@ -11,6 +11,7 @@ the best checkpoint is kept and training stops after ``patience`` evaluations wi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import math
@@ -194,7 +195,10 @@ def evaluate(*, actor: Actor, data: EnvData, config: EnvConfig,
 def checkpoint(*, actor: Actor, critic: Critic, config: TrainConfig, data: EnvData,
                obs_size: int, extra: dict | None = None) -> dict:
     """A ``weights_only``-loadable checkpoint: state dicts plus plain-typed metadata."""
-    return {"actor": actor.state_dict(), "critic": critic.state_dict(),
+    def frozen(net: torch.nn.Module) -> dict[str, torch.Tensor]:  # training goes on in place
+        return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+    return {"actor": frozen(actor), "critic": frozen(critic),
             "config": config.model_dump(mode="json"), "obs_size": obs_size,
             "n_assets": data.n_assets, "features": list(FEATURES),
             "symbols": list(data.symbols), **(extra or {})}
@@ -214,23 +218,25 @@ def train(*, config: TrainConfig, train_data: EnvData, val_data: EnvData | None 
     actor = Actor(obs_size=size, n_assets=n, hidden=config.hidden).to(device)
     critic = Critic(obs_size=size, n_assets=n, hidden=config.hidden).to(device)
     t_actor, t_critic = copy.deepcopy(actor), copy.deepcopy(critic)
+    for net in (t_actor, t_critic):
+        net.gru.flatten_parameters()  # deepcopy breaks cuDNN's single weight chunk
     for p in (*t_actor.parameters(), *t_critic.parameters()):
         p.requires_grad_(False)
     opt_a = torch.optim.Adam(actor.parameters(), lr=config.lr_actor)
     opt_c = torch.optim.Adam(critic.parameters(), lr=config.lr_critic)
     replay = _Replay(config.buffer_size)
     out = Path(out_dir) if out_dir is not None else None
-    log_file = writer = None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        log_file = open(out / "log.csv", "w", newline="")
-        writer = csv.DictWriter(log_file, fieldnames=[
-            "iteration", "env_steps", "critic_loss", "actor_loss", "q_pi", "bc_weight",
-            "bc_frac", "train_log_growth", "val_log_growth", "seconds"])
-        writer.writeheader()
     best, best_score, stale, steps = None, -math.inf, 0, 0
     started = time.perf_counter()
-    try:
+    with contextlib.ExitStack() as stack:
+        writer = None
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            log_file = stack.enter_context(open(out / "log.csv", "w", newline=""))
+            writer = csv.DictWriter(log_file, fieldnames=[
+                "iteration", "env_steps", "critic_loss", "actor_loss", "q_pi", "bc_weight",
+                "bc_frac", "train_log_growth", "val_log_growth", "seconds"])
+            writer.writeheader()
         for it in range(config.iterations):
             frac = it / max(config.iterations - 1, 1)
             noise = config.noise * (1.0 - 0.9 * frac)
@@ -284,9 +290,6 @@ def train(*, config: TrainConfig, train_data: EnvData, val_data: EnvData | None 
                 progress(it + 1, config.iterations, row)
             if stale >= config.patience:
                 break
-    finally:
-        if log_file is not None:
-            log_file.close()
     if out is not None:
         torch.save(checkpoint(actor=actor, critic=critic, config=config, data=train_data,
                               obs_size=size, extra={"iteration": it}), out / "last.pt")

@@ -1,0 +1,138 @@
+"""The event loop's scalar twins give exactly the numbers of the vectorised pure functions that
+the fast path reuses, and the fast loop still checks every invariant."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tradesim.contracts import Fill
+from tradesim.engine.broker import exit_price, exit_prices, target_qty, target_shares
+from tradesim.engine.costs import (
+    CostModel,
+    borrow_fee,
+    borrow_fee_on,
+    fill_costs,
+    load_costs,
+    trade_costs,
+)
+from tradesim.engine.ledger import Ledger
+from tradesim.engine.loop import Engine
+from tradesim.engine.record import Recorder, _json
+from tradesim.errors import LedgerInvariantError
+
+_price = st.floats(0.01, 1e4, allow_nan=False)
+_level = st.one_of(st.just(math.nan), _price)
+_settings = settings(max_examples=150, deadline=None)
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+@_settings
+@given(w=st.floats(-5, 5), equity=st.floats(-1e6, 1e7), price=st.one_of(_price, st.just(0.0)),
+       lot=st.sampled_from([1.0, 10.0, 0.5]), fractional=st.booleans())
+def test_target_qty_equals_target_shares(w, equity, price, lot, fractional) -> None:
+    with np.errstate(all="ignore"):
+        vec = np.nan_to_num(target_shares(np.array([w]), equity, np.array([price]), lot_size=lot,
+                                          fractional=fractional))[0]
+    assert target_qty(w, equity, price, lot_size=lot, fractional=fractional) == vec
+
+
+@_settings
+@given(q=st.sampled_from([-100.0, -1.5, 0.0, 2.0, 300.0]), stop=_level, target=_level,
+       o=_price, a=_price, b=_price)
+def test_exit_price_equals_exit_prices(q, stop, target, o, a, b) -> None:
+    low, high = min(o, a, b), max(o, a, b)
+    price, reason = exit_prices(*(np.array([x]) for x in (q, stop, target, o, high, low)))
+    p, r = exit_price(q, stop, target, o, high, low)
+    assert r == int(reason[0]) and _same(p, float(price[0]))
+
+
+@_settings
+@given(q=st.floats(-1e6, 1e6), price=_price,
+       volume=st.one_of(st.just(math.nan), st.just(0.0), st.floats(0, 1e7)),
+       model=st.sampled_from([load_costs("default"), load_costs("retail"), CostModel(),
+                              CostModel(commission_fixed=1.0, commission_bps=5, impact_coef=0.3)]))
+def test_fill_costs_equal_trade_costs(q, price, volume, model) -> None:
+    vec = trade_costs(np.array([q]), np.array([price]), np.array([volume]), model)
+    assert fill_costs(q, price, volume, model) == tuple(float(x[0]) for x in vec)
+
+
+@_settings
+@given(q=st.floats(-1e5, 1e5), mark=_price, days=st.floats(0, 30))
+def test_borrow_fee_on_equals_borrow_fee(q, mark, days) -> None:
+    ns = days * 86_400e9
+    assert borrow_fee_on(max(-q, 0.0) * mark, 50.0, ns) == borrow_fee(
+        np.array([q]), np.array([mark]), 50.0, ns)
+
+
+@given(mapping=st.dictionaries(st.text(max_size=4), st.one_of(
+    st.floats(), st.integers(-10, 10), st.booleans(), st.text(max_size=3)), max_size=5))
+def test_journal_json_equals_json_dumps(mapping) -> None:
+    expected = "{}" if not mapping else json.dumps(
+        {k: float(v) if isinstance(v, (int, float)) else str(v) for k, v in mapping.items()},
+        sort_keys=True)
+    assert _json(mapping) == expected
+
+
+def test_recorder_rows_equal_per_step_arithmetic() -> None:
+    clock = np.arange(4).astype("datetime64[ns]")
+    rec = Recorder(clock=clock, symbols=("A", "B"))
+    rows = [(100.0, 50.0, 60.0, 40.0, 1.0, [1.0, -2.0], [30.0, math.nan]),
+            (-5.0, 10.0, 0.0, 0.0, 1.5, [0.0, 0.0], [31.0, 7.0]),
+            (90.0, 90.0, 0.0, 0.0, 4.0, [0.0, 3.0], [32.0, 8.0])]
+    for i, (eq, cash, gross, net, costs, pos, marks) in enumerate(rows):
+        rec.row(step=i, equity=eq, cash=cash, gross=gross, net=net, costs_total=costs,
+                positions=pos, marks=marks)
+    result = rec.build(config={}, fingerprints={}, fill_mode="next_open", orders=[], fills=[],
+                       benchmark=None, initial_cash=100.0, meta={})
+    assert result.equity["costs"].tolist() == [1.0, 0.5, 2.5]
+    assert result.equity["gross_exposure"].tolist() == [0.6, 0.0, 0.0]
+    # a NaN mark (no price yet) shows as weight 0; equity <= 0 scales everything to 0
+    np.testing.assert_array_equal(result.weights.to_numpy(), [[0.3, 0.0], [0.0, 0.0],
+                                                              [0.0, 24 / 90]])
+
+
+def test_ledger_check_still_raises_with_the_numbers() -> None:
+    led = Ledger(symbols=("A",), initial_cash=1000.0)
+    led.begin_step()
+    fill = Fill(time=np.datetime64("2021-01-04", "ns"), symbol="A", quantity=2.0, price=10.0,
+                commission=0.5, spread_cost=0.0, slippage_cost=0.0)
+    led.apply(fill, 0)
+    led.mark([10.0])
+    assert led.check(step=0, time=None, fills=[(0, fill)], liquidated=False) == pytest.approx(999.5)
+    led.begin_step()
+    led.cash += 1.0  # money from nowhere
+    with pytest.raises(LedgerInvariantError, match="cash conservation") as err:
+        led.check(step=1, time=None, fills=[], liquidated=False)
+    assert err.value.numbers["cash_after"] == pytest.approx(980.5)
+    led.begin_step()
+    led.shares[0] = 3.0  # shares from nowhere
+    with pytest.raises(LedgerInvariantError, match="position conservation"):
+        led.check(step=2, time=None, fills=[], liquidated=False)
+
+
+def test_engine_accepts_array_rows_and_list_rows_alike() -> None:
+    rows = pd.DataFrame({"o": [10.0, 11.0, 12.0], "h": [11.0, 12.0, 13.0],
+                         "l": [9.0, 10.0, 11.0], "c": [10.5, 11.5, 12.5]})
+    equities = []
+    for as_array in (True, False):
+        e = Engine(symbols=("A",), initial_cash=1000.0, costs=load_costs("default"))
+        for i, r in rows.iterrows():
+            vals = [[r.o], [r.h], [r.l], [r.c], [1e4]]
+            if as_array:
+                vals = [np.array(v) for v in vals]
+            e.open_step(step=int(i), time=np.datetime64("2021-01-04", "ns") + int(i),
+                        open=vals[0], high=vals[1], low=vals[2], close=vals[3], volume=vals[4])
+            if i == 0:
+                e.rebalance(weights=np.array([0.5]) if as_array else [0.5])
+            equities.append(e.close_step())
+    assert equities[:3] == equities[3:] and len({*equities}) > 1
