@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -134,6 +135,19 @@ class Agent(Protocol):
     def state(self) -> dict[str, Any]: ...
 
     def load_state(self, state: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class RunArtifacts(Protocol):
+    """Optional: an agent with its own records (e.g. an LLM journal and cache) for the run folder.
+
+    The runner merges ``run_meta`` into the RunResult's meta (warnings such as knowledge-cutoff
+    leakage flags go under ``"warnings"``) and calls ``save_artifacts`` with the run folder.
+    """
+
+    def run_meta(self, *, start: np.datetime64, end: np.datetime64) -> dict[str, Any]: ...
+
+    def save_artifacts(self, folder: Path) -> list[Path]: ...
 
 
 class BaseAgent:
