@@ -25,6 +25,7 @@ BUILTINS: dict[str, str] = {
     "dual_thrust": "tradesim.agents.baselines:DualThrust",
     "momentum": "tradesim.agents.baselines:TimeSeriesMomentum",
     "qtnet": "tradesim.agents.qtnet:QTNetAgent",
+    "llm_analyst": "tradesim.agents.llm_agent:LLMAnalyst",
 }
 
 

@@ -8,7 +8,6 @@ rows as they arrive. :func:`run_loop` drives an agent through it bar by bar.
 
 from __future__ import annotations
 
-import gc
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -41,9 +40,6 @@ from tradesim.errors import AgentDecisionError, EngineError
 
 FILL_MODES: tuple[str, ...] = ("next_open", "close")
 _EXIT_REASON = {1: "stop_loss", 2: "take_profit"}
-# young-generation GC threshold during a run: the loop allocates a few short-lived objects per
-# step, and collecting every 700 allocations (the default) costs about a third of a step
-_GC_YOUNG = 50_000
 
 
 class Engine:
@@ -119,8 +115,8 @@ class Engine:
         self._last_time = time
         # no margin call can trigger with cash >= 0 and only long positions (at positive
         # prices): then equity >= gross exposure >= maintenance_margin x gross
-        margin_off = self.maintenance_margin <= 1.0
-        if has_pos and not (margin_off and L.cash >= 0 and min(shares) >= 0):
+        cushioned = self.maintenance_margin <= 1.0
+        if has_pos and not (cushioned and L.cash >= 0 and min(shares) >= 0):
             self._margin_call(phase="open", prices=open)
         if self.broker.open_orders:
             for order, fill in self.broker.execute(step=step, time=time, ref=open, high=high,
@@ -130,7 +126,7 @@ class Engine:
         if self._armed and any(shares):
             self._exits(step, time, open, high, low, volume)
         L.mark(close)
-        if any(shares) and not (margin_off and L.cash >= 0 and min(shares) >= 0):
+        if any(shares) and not (cushioned and L.cash >= 0 and min(shares) >= 0):
             self._margin_call(phase="close", prices=close)
 
     def rebalance(self, *, weights: Sequence[float], stop_loss: Sequence[float] | None = None,
@@ -147,9 +143,9 @@ class Engine:
                                               fractional=self.fractional)
                   for w, q, m in zip(weights, current, marks)]
         gross_now, _ = L.exposures()
+        cap = max(self.max_leverage, gross_now / equity if equity > 0 else 0)
         L.check_leverage(step=step, time=time, target=target, prices=marks, equity=equity,
-                         max_leverage=max(self.max_leverage, gross_now / equity if equity > 0 else 0),
-                         orders=self.broker.open_orders)
+                         max_leverage=cap, orders=self.broker.open_orders)
         orders = []
         broker = self.broker
         if broker.open_orders:  # market orders still open for re-targeted symbols are stale
@@ -377,83 +373,83 @@ def run_loop(*, engine: Engine, agent: Agent, data: MarketData, universe: tuple[
     prev: tuple | None = None  # (decision time, equity then, fills index, costs then)
     seen = [False] * n
     unseen = n
-    thresholds = gc.get_threshold()
-    gc.set_threshold(max(thresholds[0], _GC_YOUNG), *thresholds[1:])
-    try:
-        for i in range(total):
-            t = times[i]
-            close = closes[i]
-            engine._open(i, t, opens[i], highs[i], lows[i], close, volumes[i])
-            if unseen:
-                for j, c in enumerate(close):
-                    if not math.isnan(c) and not seen[j]:
-                        seen[j] = True
-                        unseen -= 1
-            equity = L.equity()
-            if prev is not None:
-                reward = _reward(prev[1], equity)
-                rewards[i] = reward
-                if feedback:
-                    fills = tuple(f for _, _, f in engine.fills[prev[2]:])
-                    fb = Feedback(time=t, decision_time=prev[0], fills=fills, equity=equity,
-                                  period_return=equity / prev[1] - 1 if prev[1] > 0 else math.nan,
-                                  costs=L.costs - prev[3], reward=reward)
-                    try:
-                        agent.update(fb)
-                    except Exception as exc:  # the agent's own bug: name the step, keep the record
-                        _fail(engine, recorder, i, t, None,
-                              f"update raised {type(exc).__name__}: {exc}")
-                        raise AgentDecisionError(f"agent {getattr(agent, 'name', agent)!r} update() "
-                                                 f"raised {type(exc).__name__}: {exc}", step=i,
-                                                 time=_iso(t)) from exc
-            shares = L.shares
-            positions = {s: q for s, q in zip(universe, shares) if q} if any(shares) else {}
-            prices = (dict(zip(universe, L.prices)) if not unseen  # every mark is set by now
-                      else {s: m for s, m in zip(universe, L.prices) if not math.isnan(m)})
-            view = PointInTimeView(t, bars, dict(zip(names, counts[i])), news, n_news[i])
-            obs = Observation(time=t, step=i, universe=universe, market=view, interval=interval,
-                              portfolio=Portfolio(cash=L.cash, positions=positions, prices=prices,
-                                                  equity=equity))
-            fills_before, costs_before = len(engine.fills), L.costs
-            decision = None
-            try:
-                decision = decide(obs)
-                if type(decision) is Decision and not (
-                        decision.weights or decision.stop_loss or decision.take_profit
-                        or decision.rebalance_missing):
-                    w = sl = tp = None  # a plain hold, the common case: nothing to validate
-                else:
-                    w, sl, tp = _validate(decision, universe=col, has_price=seen, ledger=L,
-                                          max_leverage=engine.max_leverage,
-                                          allow_short=engine.allow_short)
-            except Exception as exc:
-                error = (f"invalid decision: {exc}" if isinstance(exc, _InvalidDecision)
-                         else f"decide raised {type(exc).__name__}: {exc}")
-                if on_agent_error != "hold":
-                    _fail(engine, recorder, i, t, decision, error)
-                    raise AgentDecisionError(f"agent {getattr(agent, 'name', agent)!r}: {error}",
-                                             step=i, time=_iso(t)) from exc
-                journal.append((i, t, decision if isinstance(decision, Decision) else None, "hold",
-                                error))
-                w = sl = tp = None
+    for i in range(total):
+        t = times[i]
+        close = closes[i]
+        engine._open(i, t, opens[i], highs[i], lows[i], close, volumes[i])
+        if unseen:
+            for j, c in enumerate(close):
+                if not math.isnan(c) and not seen[j]:
+                    seen[j] = True
+                    unseen -= 1
+        equity = L.equity()
+        if prev is not None:
+            reward = _reward(prev[1], equity)
+            rewards[i] = reward
+            if feedback:
+                _feed(engine, agent, recorder, i, t, prev, equity, reward)
+        shares = L.shares
+        positions = {s: q for s, q in zip(universe, shares) if q} if any(shares) else {}
+        prices = (dict(zip(universe, L.prices)) if not unseen  # every mark is set by now
+                  else {s: m for s, m in zip(universe, L.prices) if not math.isnan(m)})
+        view = PointInTimeView(t, bars, dict(zip(names, counts[i])), news, n_news[i])
+        obs = Observation(time=t, step=i, universe=universe, market=view, interval=interval,
+                          portfolio=Portfolio(cash=L.cash, positions=positions, prices=prices,
+                                              equity=equity))
+        fills_before, costs_before = len(engine.fills), L.costs
+        decision = None
+        try:
+            decision = decide(obs)
+            if type(decision) is Decision and not (
+                    decision.weights or decision.stop_loss or decision.take_profit
+                    or decision.rebalance_missing):
+                w = sl = tp = None  # a plain hold, the common case: nothing to validate
             else:
-                journal.append((i, t, decision, "", ""))
-            if w is not None or sl is not None or tp is not None:
-                engine.rebalance(weights=w if w is not None else [math.nan] * n,
-                                 stop_loss=sl, take_profit=tp)
-            equity_end = engine.close_step()
-            gross, net = L.exposures()
-            recorder.row(step=i, equity=equity_end, cash=L.cash, gross=gross, net=net,
-                         costs_total=L.costs, positions=L.shares, marks=L.prices)
-            prev = (t, equity, fills_before, costs_before)
-            if engine.ruined:
-                break
-            if progress is not None and ((i + 1) % every == 0 or i + 1 == total):
-                progress(i + 1, total)
-    finally:
-        gc.set_threshold(*thresholds)
+                w, sl, tp = _validate(decision, universe=col, has_price=seen, ledger=L,
+                                      max_leverage=engine.max_leverage,
+                                      allow_short=engine.allow_short)
+        except Exception as exc:
+            error = (f"invalid decision: {exc}" if isinstance(exc, _InvalidDecision)
+                     else f"decide raised {type(exc).__name__}: {exc}")
+            if on_agent_error != "hold":
+                _fail(engine, recorder, i, t, decision, error)
+                raise AgentDecisionError(f"agent {getattr(agent, 'name', agent)!r}: {error}",
+                                         step=i, time=_iso(t)) from exc
+            journal.append((i, t, decision if isinstance(decision, Decision) else None, "hold",
+                            error))
+            w = sl = tp = None
+        else:
+            journal.append((i, t, decision, "", ""))
+        if w is not None or sl is not None or tp is not None:
+            engine.rebalance(weights=w if w is not None else [math.nan] * n,
+                             stop_loss=sl, take_profit=tp)
+        equity_end = engine.close_step()
+        gross, net = L.exposures()
+        recorder.row(step=i, equity=equity_end, cash=L.cash, gross=gross, net=net,
+                     costs_total=L.costs, positions=L.shares, marks=L.prices)
+        prev = (t, equity, fills_before, costs_before)
+        if engine.ruined:
+            break
+        if progress is not None and ((i + 1) % every == 0 or i + 1 == total):
+            progress(i + 1, total)
     for order in list(engine.broker.open_orders):
         engine.broker.cancel(order)
+
+
+def _feed(engine: Engine, agent: Agent, recorder: Recorder, i: int, t: np.datetime64,
+          prev: tuple, equity: float, reward: float) -> None:
+    """Deliver the Feedback of the decision taken at ``prev`` (its outcome is known at ``t``)."""
+    L = engine.ledger
+    fb = Feedback(time=t, decision_time=prev[0],
+                  fills=tuple(f for _, _, f in engine.fills[prev[2]:]), equity=equity,
+                  period_return=equity / prev[1] - 1 if prev[1] > 0 else math.nan,
+                  costs=L.costs - prev[3], reward=reward)
+    try:
+        agent.update(fb)
+    except Exception as exc:  # the agent's own bug: name the step, keep the record
+        _fail(engine, recorder, i, t, None, f"update raised {type(exc).__name__}: {exc}")
+        raise AgentDecisionError(f"agent {getattr(agent, 'name', agent)!r} update() raised "
+                                 f"{type(exc).__name__}: {exc}", step=i, time=_iso(t)) from exc
 
 
 def _fail(engine: Engine, recorder: Recorder, i: int, t: np.datetime64,

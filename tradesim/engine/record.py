@@ -210,17 +210,16 @@ class Recorder:
         weights = pd.DataFrame(np.where(np.isnan(held), 0.0, held), index=index,
                                columns=list(self.symbols))
         rewards = pd.Series(self.rewards[:n], index=index, name="reward")
-        order_rows = [{"id": o.id, "time": o.time, "symbol": o.symbol, "quantity": o.quantity,
-                       "kind": o.kind, "level": o.level, "reason": o.reason, "status": o.status,
-                       "filled": o.filled, "fill_time": o.fill_time} for o in orders]
-        fill_rows = [{"time": f.time, "step": step, "symbol": f.symbol, "quantity": f.quantity,
-                      "price": f.price, "commission": f.commission, "spread_cost": f.spread_cost,
-                      "slippage_cost": f.slippage_cost, "reason": f.reason, "order_id": oid}
-                     for step, oid, f in fills]
+        order_cols = {c: [getattr(o, c) for o in orders] for c in _COLUMNS["orders"]}
+        fill_cols: dict[str, list] = {c: [getattr(f, c) for _, _, f in fills]
+                                      for c in _COLUMNS["fills"] if c not in ("step", "order_id")}
+        fill_cols["step"] = [step for step, _, _ in fills]
+        fill_cols["order_id"] = [oid for _, oid, _ in fills]
         trades = _frame("trades", round_trips(fills))
         result = RunResult(
             config=config, fingerprints=dict(fingerprints), fill_mode=fill_mode, equity=equity,
-            weights=weights, orders=_frame("orders", order_rows), fills=_frame("fills", fill_rows),
+            weights=weights, orders=_columns_frame("orders", order_cols),
+            fills=_columns_frame("fills", fill_cols),
             trades=trades, decisions=_journal_frame(self.journal),
             events=_frame("events", self.events), rewards=rewards, metrics={}, meta=dict(meta))
         if metrics_fn is not None and n >= 2:
@@ -251,7 +250,8 @@ def _json(mapping: Any) -> str:
         if key is None:
             key = _KEYS[k] = json.dumps(k)
         v = items[k]
-        parts.append(f"{key}: {float.__repr__(v) if type(v) is float and math.isfinite(v) else json.dumps(v)}")
+        text = float.__repr__(v) if type(v) is float and math.isfinite(v) else json.dumps(v)
+        parts.append(f"{key}: {text}")
     return "{" + ", ".join(parts) + "}"
 
 
