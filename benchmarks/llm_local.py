@@ -1,8 +1,12 @@
-"""LLM gateway figures: embedded local model latency / valid-output rate / memory, logprob
-direction accuracy, cached re-run decisions/s, and concurrent vs sequential calls.
+"""LLM gateway figures: embedded local model latency with and without pruned grammar decoding,
+valid-output rate, logprob direction accuracy on held-out prompts, memory, cached re-run
+decisions/s, and concurrent vs sequential calls against a server with fixed latency.
 
-Run: python benchmarks/llm_local.py [--n 4]. One line per figure. The local model proves the
-offline path; its decisions are not meant to be good.
+Run: python benchmarks/llm_local.py [--n 6] [--n-stock 3] [--threads 1]. One line per figure.
+"stock" is llama-cpp-python's own create_chat_completion with the same grammar (its sampler
+chain checks the grammar against the whole vocabulary at every token); "pruned" is
+LocalModel.chat. Both run on the same prompts, interleaved, in this process, so machine load
+hits both alike. The local model proves the offline path; its decisions are not meant to be good.
 """
 
 from __future__ import annotations
@@ -10,21 +14,38 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from tradesim.llm import Gateway, GatewayConfig, TradeDecision
+from tradesim.llm.schema import json_schema, parse
 from tradesim.llm.testing import FakeOpenAIServer, Reply
 
-_BULL = ["The stock soared 15% on blowout earnings and a new buyback.",
-         "Shares jumped 12% after the company beat estimates and raised guidance.",
-         "Record profits; the shares rallied 10% to an all-time high.",
-         "Analysts upgraded the stock after sales doubled; shares up 9%."]
-_BEAR = ["The stock crashed 20% after fraud charges and the CEO resigned.",
-         "Shares plunged 18% after a profit warning and a dividend cut.",
-         "Bankruptcy filing; the shares collapsed 40%.",
-         "Regulators halted sales of the main product; shares down 25%."]
+# Disjoint from tradesim.llm.local.CALIBRATION_SET and from the decider's few-shot examples.
+_HELD_OUT: tuple[tuple[str, str], ...] = (
+    ('Profits tripled and the board approved a large special dividend; shares up 14%.', 'buy'),
+    ('The drug won approval and the stock surged 30%.', 'buy'),
+    ('Quarterly sales hit a record and margins widened; the shares climbed 8%.', 'buy'),
+    ('Three brokers raised their targets after strong orders; stock up 11%.', 'buy'),
+    ('The firm paid off all its debt and raised its outlook; shares rose 7%.', 'buy'),
+    ('Earnings crushed expectations and the stock hit a record high.', 'buy'),
+    ('Strong demand lifted revenue 40%; shares rallied 13%.', 'buy'),
+    ('A takeover bid at a 35% premium sent the shares soaring.', 'buy'),
+    ('Customer growth accelerated and the company announced a buyback; shares up 10%.', 'buy'),
+    ('Cash flow doubled and guidance was raised again; the stock gained 9%.', 'buy'),
+    ('The auditor resigned and the shares sank 35%.', 'sell'),
+    ('A product recall and lawsuits sent the stock down 22%.', 'sell'),
+    ('The company missed earnings badly and slashed guidance; shares fell 19%.', 'sell'),
+    ('Losses widened and the dividend was suspended; stock down 16%.', 'sell'),
+    ('The main factory burned down and production stopped; shares dropped 21%.', 'sell'),
+    ('Sales collapsed and the firm warned it may default on its debt.', 'sell'),
+    ('Accounting irregularities were found; the shares plunged 28%.', 'sell'),
+    ('The trial drug failed and the stock crashed 50%.', 'sell'),
+    ('Key customers cancelled orders and revenue dropped 30%; shares slid 17%.', 'sell'),
+    ('The CEO was arrested and trading in the shares was halted after a 40% fall.', 'sell'),
+)
 _SYSTEM = "You are a cautious equity trader. Reply with JSON only."
 
 
@@ -33,35 +54,75 @@ def _messages(facts: str) -> list[dict[str, str]]:
             {"role": "user", "content": f"{facts} Decide buy, sell or hold."}]
 
 
-def local(n: int) -> None:
+def _valid(text: str) -> bool:
+    return parse(text, TradeDecision)[0] is not None
+
+
+def local(*, n: int, n_stock: int, threads: int | None, max_tokens: int = 64) -> None:
     from tradesim.llm.local import LocalLlamaProvider, LocalModel, LogprobDecider
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
-    model = LocalModel(n_threads=os.cpu_count())
-    print(f"local load_s {time.perf_counter() - start:.2f} model {model.path.name}")
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = GatewayConfig(provider="local", cache_path=str(Path(tmp) / "c.sqlite"), max_tokens=64)
-        with Gateway(config=cfg, provider=LocalLlamaProvider(model=model)) as gw:
-            prompts = [_messages(f) for f in (_BULL + _BEAR)[:n]]
+    model = LocalModel(n_threads=threads)
+    print(f"local load_s {time.perf_counter() - start:.2f} model {model.path.name} "
+          f"file_mb {model.path.stat().st_size / 2**20:.0f} threads {model.llama.n_threads}")
+    schema = json_schema(TradeDecision)
+    grammar = model.grammar(schema)
+    prompts = [_messages(f) for f, _ in _HELD_OUT[::2][:n]]
+    lat: dict[str, list[float]] = {"stock": [], "pruned": [], "no_grammar": []}
+    valid = {k: 0 for k in lat}
+    fallbacks = tokens = 0
+    for i, m in enumerate(prompts):
+        if i < n_stock:
             start = time.perf_counter()
+            out = model.llama.create_chat_completion(messages=m, temperature=0.0,
+                                                     max_tokens=max_tokens, grammar=grammar)
+            lat["stock"].append(time.perf_counter() - start)
+            valid["stock"] += _valid(out["choices"][0]["message"]["content"])
+        start = time.perf_counter()
+        out = model.chat(m, max_tokens=max_tokens, schema=schema)
+        lat["pruned"].append(time.perf_counter() - start)
+        valid["pruned"] += _valid(out["choices"][0]["message"]["content"])
+        fallbacks += out["usage"]["grammar_fallbacks"]
+        tokens += out["usage"]["completion_tokens"] + 1
+        start = time.perf_counter()
+        out = model.chat(m, max_tokens=max_tokens)
+        lat["no_grammar"].append(time.perf_counter() - start)
+        valid["no_grammar"] += _valid(out["choices"][0]["message"]["content"])
+    for kind, xs in lat.items():
+        if xs:
+            print(f"local {kind} latency_s_per_decision median {statistics.median(xs):.2f} "
+                  f"mean {statistics.mean(xs):.2f} (n={len(xs)})")
+            print(f"local {kind} valid_rate {valid[kind] / len(xs):.2f} ({valid[kind]}/{len(xs)})")
+    if lat["stock"]:
+        k = len(lat["stock"])
+        print(f"local pruned_vs_stock speedup {sum(lat['stock']) / sum(lat['pruned'][:k]):.1f}x "
+              f"(same {k} prompts)")
+    checks = tokens * (model.top_k + 3) + fallbacks * model.llama.n_vocab()
+    print(f"local pruned grammar_fallbacks_per_decision {fallbacks / len(prompts):.1f} "
+          f"grammar_token_checks_per_decision {checks / len(prompts):.0f} vs stock "
+          f"{tokens * model.llama.n_vocab() / len(prompts):.0f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = GatewayConfig(provider="local", cache_path=str(Path(tmp) / "c.sqlite"),
+                            max_tokens=max_tokens)
+        with Gateway(config=cfg, provider=LocalLlamaProvider(model=model)) as gw:
             results = [gw.complete(m, schema=TradeDecision) for m in prompts]
-            took = time.perf_counter() - start
-            valid = sum(r.parsed is not None and not r.abstained for r in results)
-            actions = [r.decision().action for r in results]
-            print(f"local grammar_json latency_s_per_decision {took / n:.2f}")
-            print(f"local grammar_json valid_rate {valid / n:.2f} ({valid}/{n}) actions {actions}")
+            ok = sum(r.parsed is not None and not r.abstained for r in results)
+            print(f"local gateway valid_rate {ok / len(results):.2f} actions "
+                  f"{[r.decision().action for r in results]}")
             start = time.perf_counter()
             for m in prompts:
                 gw.complete(m, schema=TradeDecision)
-            print(f"cached_rerun decisions_per_s {n / (time.perf_counter() - start):.0f}")
-    decider = LogprobDecider(model=model)
-    decider.calibrate([(f, "buy") for f in _BULL[:2]] + [(f, "sell") for f in _BEAR[:2]])
-    held = [(f, "buy") for f in _BULL[2:]] + [(f, "sell") for f in _BEAR[2:]]
-    start = time.perf_counter()
-    right = sum(decider.decide(f).action == label for f, label in held)
-    print(f"local logprob latency_s_per_decision {(time.perf_counter() - start) / len(held):.2f}")
-    print(f"local logprob held_out_accuracy {right / len(held):.2f} ({right}/{len(held)})")
+            print(f"cached_rerun decisions_per_s {len(prompts) / (time.perf_counter() - start):.0f}")
+    for words in (("good", "bad"), ("buy", "sell")):
+        decider = LogprobDecider(model=model, words=words)
+        cal = decider.calibrate()
+        start = time.perf_counter()
+        right = sum(decider.decide(f).action == label for f, label in _HELD_OUT)
+        took = (time.perf_counter() - start) / len(_HELD_OUT)
+        print(f"local logprob words {'/'.join(words)} calibration_accuracy {cal.accuracy:.2f} "
+              f"(n={cal.n}) held_out_accuracy {right / len(_HELD_OUT):.2f} "
+              f"({right}/{len(_HELD_OUT)}) latency_s_per_decision {took:.2f}")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"local peak_rss_mb {rss:.0f} (model adds about {rss - rss0:.0f})")
 
@@ -85,7 +146,10 @@ def concurrency(calls: int = 16, latency: float = 0.2) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=4, help="local prompts to time")
+    parser.add_argument("--n", type=int, default=6, help="decision prompts to time (max 10)")
+    parser.add_argument("--n-stock", type=int, default=3,
+                        help="of those, how many also run the slow stock grammar path")
+    parser.add_argument("--threads", type=int, default=None, help="llama.cpp CPU threads")
     args = parser.parse_args()
     concurrency()
-    local(args.n)
+    local(n=args.n, n_stock=args.n_stock, threads=args.threads)

@@ -196,3 +196,32 @@ def test_config_from_toml(tmp_path) -> None:
     assert cfg.costs == load_costs("retail") and cfg.fill == "close"
     with pytest.raises(ConfigError, match="fill"):
         BacktestConfig.build(fill="sometime")
+
+
+class _AlwaysLeveraged(BaseAgent):
+    """Keeps asking for 3x the book in AAA, even after the account is gone."""
+
+    name = "always_leveraged"
+
+    def decide(self, obs: Observation) -> Decision:
+        return Decision(weights={"AAA": 3.0})
+
+
+def test_gap_through_liquidation_ends_in_a_clean_ruin_not_an_invariant_error() -> None:
+    closes = [100.0, 100.0, 100.0, 100.0, 100.0, 100.0]
+    bars = _bars("AAA", closes)
+    crash = bars.open.copy()
+    crash[3] = 30.0  # the open of bar 3 gaps 70% down: 3x long equity is wiped out at the open
+    lows = np.minimum(bars.low, crash * 0.99)
+    bars = Bars.from_arrays(symbol="AAA", interval="1d", adjusted=True, source="test",
+                            time=bars.time, open=crash, high=bars.high, low=lows,
+                            close=np.where(np.arange(6) == 3, 30.0, bars.close),
+                            volume=bars.volume)
+    result = run_backtest(config=BacktestConfig.build(symbols=["AAA"], costs="zero",
+                                                      max_leverage=3.0),
+                          agent=_AlwaysLeveraged(), data=MarketData({"AAA": bars}))
+    kinds = set(result.events["kind"])
+    assert {"liquidation", "ruin"} <= kinds
+    assert "ruin" in result.meta["stopped"]
+    assert len(result.equity) == 4  # stopped at the ruinous bar, nothing decided after it
+    assert result.decisions["fallback"].iloc[-1] == "ruin"

@@ -398,6 +398,13 @@ def run_loop(*, engine: Engine, agent: Agent, data: MarketData, universe: tuple[
                                               equity=equity))
         fills_before, costs_before = len(engine.fills), L.costs
         decision = None
+        if equity <= 0:  # ruined at the open (a liquidation gapped through): nothing to decide
+            journal.append((i, t, None, "ruin", f"equity {equity:.2f} <= 0 before the decision"))
+            engine.close_step()
+            gross, net = L.exposures()
+            recorder.row(step=i, equity=equity, cash=L.cash, gross=gross, net=net,
+                         costs_total=L.costs, positions=L.shares, marks=L.prices)
+            break
         try:
             decision = decide(obs)
             if type(decision) is Decision and not (

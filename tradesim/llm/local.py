@@ -25,7 +25,7 @@ import numpy as np
 
 from tradesim.errors import ConfigError, LLMProviderError
 from tradesim.llm.providers import ChatAnswer, ChatRequest
-from tradesim.llm.schema import ACTIONS, TradeDecision, json_schema
+from tradesim.llm.schema import TradeDecision, json_schema
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 _INSTALL = ('CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON '
@@ -307,45 +307,79 @@ class LocalLlamaProvider:
                           finish_reason=str(choice.get("finish_reason") or "stop"))
 
 
-_ASK = "Answer with exactly one word: buy, sell or hold."
+# Few-shot examples in the fixed prompt prefix (evaluated once, then reused from the KV cache).
+# They share no text with CALIBRATION_SET or the benchmark's held-out prompts.
+_SHOTS: tuple[tuple[str, str], ...] = (
+    ("Profits doubled and the shares hit a record high.", "buy"),
+    ("The company warned of losses and the shares tumbled 15%.", "sell"),
+    ("Sales beat forecasts and the stock jumped 8%.", "buy"),
+    ("The bank failed a stress test and its shares sank 12%.", "sell"))
+
+# Obvious labelled inputs to fit the threshold on; evaluate on other prompts, never these.
+CALIBRATION_SET: tuple[tuple[str, str], ...] = (
+    ("Shares soared 15% after blowout earnings and a new buyback.", "buy"),
+    ("Record profits; the stock rallied 10% to an all-time high.", "buy"),
+    ("The company beat estimates and raised guidance; shares jumped 12%.", "buy"),
+    ("Analysts upgraded the stock after sales doubled; shares up 9%.", "buy"),
+    ("A landmark contract win sent the shares up 20%.", "buy"),
+    ("The stock crashed 20% after fraud charges and the CEO resigned.", "sell"),
+    ("Shares plunged 18% after a profit warning and a dividend cut.", "sell"),
+    ("Bankruptcy filing; the shares collapsed 40%.", "sell"),
+    ("Regulators halted sales of the main product; shares down 25%.", "sell"),
+    ("Revenue fell by half and the company lost its biggest customer; stock down 30%.", "sell"))
 
 
 @dataclass(frozen=True, slots=True)
 class Calibration:
-    """Threshold on log p(buy) - log p(sell) learned from labelled held-out prompts."""
+    """Threshold on the bullish-minus-bearish log-probability margin, fitted on labelled prompts."""
 
     threshold: float
     hold_band: float
-    accuracy: float  # on the held-out prompts it was fitted to
+    accuracy: float  # on the prompts it was fitted to (optimistic: measure on held-out ones)
     n: int
 
 
 class LogprobDecider:
-    """Reads a small model's buy/sell/hold token probabilities instead of sampling an answer.
+    """Reads a small model's next-token probabilities instead of sampling an answer.
 
-    Small models say "buy" to almost anything; the margin log p(buy) - log p(sell) still moves
-    with the input, so comparing it to a threshold fitted on a few held-out labelled prompts
-    recovers a usable direction. ``hold_band`` widens a no-trade zone around the threshold.
+    Sampled answers from a 135M model sit on one action. Here a few-shot completion prompt
+    ("News: ... Answer: good|bad") is scored by the summed probability of several spellings of
+    the bullish word against the bearish one; the margin is compared with a threshold fitted on
+    labelled prompts, and ``hold_band`` is a no-trade zone around it. Sentiment words
+    (good/bad) separated obvious news far better than action words (buy/sell) on the same
+    prompts, see the module docstring. The few-shot prefix stays in the KV cache.
     """
 
-    def __init__(self, *, model: LocalModel, system: str = "You are a cautious equity trader.",
-                 hold_band: float = 0.0) -> None:
-        self.model, self.system, self.hold_band = model, system, hold_band
+    def __init__(self, *, model: LocalModel, words: tuple[str, str] = ("good", "bad"),
+                 shots: Sequence[tuple[str, str]] = _SHOTS, hold_band: float = 0.0) -> None:
+        self.model, self.words, self.hold_band = model, words, hold_band
+        bull, bear = (model.first_tokens([v, v.capitalize(), f" {v}", f" {v.capitalize()}"])
+                      for v in words)
+        self._bull = sorted(set(bull) - set(bear))
+        self._bear = sorted(set(bear) - set(bull))
+        if not self._bull or not self._bear:
+            raise ConfigError(f"LogprobDecider words {words} start with the same token; "
+                              "pick two words that the tokenizer tells apart")
+        lines = "".join(f"News: {facts}\nAnswer: {words[label != 'buy']}\n\n"
+                        for facts, label in shots)
+        self._prefix = f"Answer {words[0]} or {words[1]} for each stock news item.\n\n{lines}"
         self.calibration: Calibration | None = None
 
-    def margin(self, facts: str) -> tuple[float, dict[str, float]]:
-        """log p(buy) - log p(sell) after ``facts``, and the three renormalised probabilities."""
-        prompt = self.model.chat_prompt([{"role": "system", "content": self.system},
-                                         {"role": "user", "content": f"{facts}\n{_ASK}"}])
-        p = self.model.next_token_probs(prompt, [*ACTIONS, *(a.capitalize() for a in ACTIONS)])
-        probs = {a: float(p[i] + p[i + len(ACTIONS)]) for i, a in enumerate(ACTIONS)}
-        return math.log(probs["buy"] + 1e-12) - math.log(probs["sell"] + 1e-12), probs
+    def prompt(self, facts: str) -> str:
+        """The completion prompt whose next token is scored."""
+        return f"{self._prefix}News: {' '.join(facts.split())}\nAnswer:"
 
-    def calibrate(self, examples: Sequence[tuple[str, str]]) -> Calibration:
+    def margin(self, facts: str) -> tuple[float, dict[str, float]]:
+        """log p(bullish) - log p(bearish) after ``facts``, and both probabilities (full vocab)."""
+        logp = self.model.next_token_logprobs(self.prompt(facts))
+        bull, bear = np.logaddexp.reduce(logp[self._bull]), np.logaddexp.reduce(logp[self._bear])
+        return float(bull - bear), {"buy": float(np.exp(bull)), "sell": float(np.exp(bear))}
+
+    def calibrate(self, examples: Sequence[tuple[str, str]] = CALIBRATION_SET) -> Calibration:
         """Fit the threshold on (facts, 'buy'|'sell') pairs: the cut that best separates them."""
         labels = [label for _, label in examples]
         if {*labels} != {"buy", "sell"}:
-            raise ConfigError("calibrate needs held-out examples labelled both 'buy' and 'sell'")
+            raise ConfigError("calibrate needs examples labelled both 'buy' and 'sell'")
         margins = np.array([self.margin(facts)[0] for facts, _ in examples])
         is_buy = np.array([label == "buy" for label in labels])
         cuts = np.sort(margins)
@@ -359,15 +393,15 @@ class LogprobDecider:
     def decide(self, facts: str) -> TradeDecision:
         """buy/sell/hold from the calibrated margin; confidence grows with distance from the cut."""
         if self.calibration is None:
-            raise ConfigError("LogprobDecider.decide before calibrate(); fit it on held-out prompts")
+            raise ConfigError("LogprobDecider.decide before calibrate(); fit it on labelled prompts")
         m, probs = self.margin(facts)
         d = m - self.calibration.threshold
         action = "hold" if abs(d) <= self.hold_band else ("buy" if d > 0 else "sell")
-        confidence = float(1.0 / (1.0 + math.exp(-abs(d)))) * 2 - 1
         return TradeDecision(action=action, weight=0.0 if action == "hold" else 1.0,
-                             confidence=round(confidence, 6),
+                             confidence=round(math.tanh(abs(d) / 2), 6),
                              rationale=f"token margin {m:+.3f} vs threshold "
-                                       f"{self.calibration.threshold:+.3f}; p={probs}")
+                                       f"{self.calibration.threshold:+.3f}; "
+                                       f"p(bullish)={probs['buy']:.3f} p(bearish)={probs['sell']:.3f}")
 
 
 _GBNF_COMMON = r"""
