@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -118,8 +119,8 @@ def test_decision_depends_only_on_the_lookback_window(agent, daily_data: MarketD
     t = daily_data.timeline()[-40]
     full = daily_data.as_of(t)
     window = MarketData({s: full.bars(s, lookback=agent.lookback) for s in daily_data.symbols})
-    decisions = [agent.decide(Observation(time=t, step=0, universe=daily_data.symbols,
-                                          market=market, portfolio=FLAT))
+    decisions = [copy.deepcopy(agent).decide(Observation(time=t, step=0, universe=daily_data.symbols,
+                                                         market=market, portfolio=FLAT))
                  for market in (full, window.as_of(t))]
     assert decisions[0].weights == decisions[1].weights
     assert any(w != 0 for w in decisions[0].weights.values())

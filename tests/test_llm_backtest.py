@@ -250,5 +250,8 @@ def test_budget_abort_keeps_partial_run_and_its_calls_fake_openai_server(data, t
     assert partial.partial and 0 < len(partial.equity) < 29
     journal = Journal.load(tmp_path / "run" / JOURNAL_FILE)
     llm = partial.meta["llm"]
-    assert len(journal) == len(server.requests) == llm["calls"]
+    # a sibling call in flight when the budget tripped may land after the save (gateway.gather
+    # does not wait for siblings of a failed call), so at most one per symbol goes unrecorded
+    assert len(journal) == llm["calls"]
+    assert len(server.requests) - len(SYMBOLS) < len(journal) <= len(server.requests)
     assert llm["prompt_tokens"] + llm["completion_tokens"] > 2_000

@@ -70,20 +70,44 @@ class _WindowSignalAgent(BaseAgent):
         """:meth:`_signal` of one full window (subclasses add a scalar twin where it pays)."""
         return float(self._signal(close[None, :])[0])
 
+    _signals: dict[str, float] | None = None  # per-symbol signal at the previous decision
+    _time: np.datetime64 | None = None
+
     def decide(self, obs: Observation) -> Decision:
-        n = len(obs.universe)
+        """Re-target the whole book only when some symbol's signal changes (a cross): between
+        changes positions drift freely instead of being trimmed back to 1/N every bar."""
+        if self._time is not None and obs.time < self._time:
+            self._signals = None  # time went backwards: a new run
+        self._time = obs.time
         lookback, market = self.lookback, obs.market
-        weights = {}
+        signals = {}
         for symbol in obs.universe:
             close = market.bars(symbol, lookback=lookback).close
-            weights[symbol] = (self._last_signal(close) if close.shape[0] == lookback else 0.0) / n
-        return Decision(weights=weights, rationale=self.name)
+            if close.shape[0]:  # no bar yet: nothing to say about it
+                signals[symbol] = self._last_signal(close) if close.shape[0] == lookback else 0.0
+        if signals == (self._signals or {}):
+            return Decision.hold(self.name)
+        self._signals = signals
+        n = len(obs.universe)
+        return Decision(weights={s: v / n for s, v in signals.items()}, rationale=self.name)
 
     def target_weights(self, data: MarketData) -> pd.DataFrame:
-        """Weights decided at every bar end of ``data`` (time x symbol), computed at once."""
+        """Weights decided at every bar end of ``data`` (time x symbol; NaN = hold), at once."""
         per_symbol = {s: np.nan_to_num(_windowed(data.full(s).close, self.lookback, self._signal))
                       for s in data.symbols}
-        return _aligned(data, per_symbol).fillna(0.0) / len(data.symbols)
+        signals = _aligned(data, per_symbol)  # NaN before a symbol's first bar
+        before = signals.shift(1)
+        unchanged = (signals.eq(before) | (signals.isna() & before.isna())).all(axis=1)
+        return signals.where(~unchanged) / len(data.symbols)
+
+    def state(self) -> dict[str, Any]:
+        return {"signals": self._signals,
+                "time": None if self._time is None else str(self._time)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._signals = state.get("signals")
+        t = state.get("time")
+        self._time = None if t is None else np.datetime64(t, "ns")
 
 
 class SmaCross(_WindowSignalAgent):

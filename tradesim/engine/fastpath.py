@@ -240,6 +240,9 @@ def _kernel(o, c, v, w, elapsed, err_in, cp, acct, hold_on_error,
         for j in range(n):
             if w[i, j] == w[i, j]:
                 active = True
+        if equity <= 0:  # ruined before the decision: the event loop asks the agent nothing
+            active = False
+            code = 0
         if active and code == 0:  # the loop's gross check with kept positions
             gross = 0.0
             for j in range(n):

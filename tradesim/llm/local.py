@@ -117,9 +117,9 @@ class LocalModel:
         if len(prompt) + max_tokens > self.llama.n_ctx():
             raise ValueError(f"prompt of {len(prompt)} tokens + max_tokens {max_tokens} exceeds "
                              f"the context of {self.llama.n_ctx()} tokens")
-        sampler = self._sampler(schema) if schema is not None else None
         rng = np.random.default_rng(seed)
         with self.lock:
+            sampler = self._sampler(schema) if schema is not None else None
             cached = self._prefill(prompt)
             out, fallbacks, finish = self._decode(sampler, max_tokens=max_tokens,
                                                   temperature=temperature, rng=rng,
