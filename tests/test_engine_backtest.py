@@ -225,3 +225,33 @@ def test_gap_through_liquidation_ends_in_a_clean_ruin_not_an_invariant_error() -
     assert "ruin" in result.meta["stopped"]
     assert len(result.equity) == 4  # stopped at the ruinous bar, nothing decided after it
     assert result.decisions["fallback"].iloc[-1] == "ruin"
+
+
+class _WithArtifacts(BaseAgent):
+    """Buys AAA once and keeps its own record, as an LLM agent keeps its journal."""
+
+    name = "with_artifacts"
+
+    def decide(self, obs: Observation) -> Decision:
+        return Decision(weights={"AAA": 0.5}) if obs.step == 0 else Decision.hold()
+
+    def run_meta(self, *, start: np.datetime64, end: np.datetime64) -> dict:
+        return {"warnings": [f"window {start} .. {end} precedes the model's cutoff"],
+                "llm": {"calls": 3}}
+
+    def save_artifacts(self, folder) -> list:
+        path = folder / "agent_journal.jsonl"
+        path.write_text('{"call": 1}\n')
+        return [path]
+
+
+def test_every_run_records_hack_monitors_and_agent_artifacts(data, tmp_path) -> None:
+    result = run_backtest(config=_config(), agent=_WithArtifacts(), data=data,
+                          save_to=tmp_path / "run")
+    monitors = result.meta["monitors"]
+    assert monitors["peak_leverage"] == pytest.approx(0.5, abs=0.05)
+    assert monitors["turnover"] > 0
+    assert result.meta["llm"] == {"calls": 3}
+    assert any("cutoff" in w for w in result.meta["warnings"])
+    assert (tmp_path / "run" / "agent_journal.jsonl").is_file()
+    assert RunResult.load(tmp_path / "run").meta["monitors"] == pytest.approx(monitors, nan_ok=True)

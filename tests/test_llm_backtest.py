@@ -252,6 +252,6 @@ def test_budget_abort_keeps_partial_run_and_its_calls_fake_openai_server(data, t
     llm = partial.meta["llm"]
     # a sibling call in flight when the budget tripped may land after the save (gateway.gather
     # does not wait for siblings of a failed call), so at most one per symbol goes unrecorded
-    assert len(journal) == llm["calls"]
-    assert len(server.requests) - len(SYMBOLS) < len(journal) <= len(server.requests)
+    recorded = (len(journal), llm["calls"])
+    assert len(server.requests) - len(SYMBOLS) < min(recorded) <= max(recorded) <= len(server.requests)
     assert llm["prompt_tokens"] + llm["completion_tokens"] > 2_000

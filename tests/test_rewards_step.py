@@ -259,3 +259,11 @@ def test_online_and_batched_torch_rewards_run_on_cuda_without_host_sync(batch):
     want = rs.reward_terms(spec=ALL_ON, **batch)["total"]
     np.testing.assert_allclose(got.cpu().numpy(), want, atol=1e-9)
     np.testing.assert_allclose(offline.cpu().numpy(), want, atol=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=st.floats(allow_nan=True, allow_infinity=True),
+       after=st.floats(allow_nan=True, allow_infinity=True))
+def test_the_engines_scalar_step_equals_the_array_form(before: float, after: float) -> None:
+    expected = rs.log_growth(np.array([before, after]))[0]
+    assert rs.log_growth_step(before, after) == pytest.approx(expected, rel=1e-12, abs=1e-12)

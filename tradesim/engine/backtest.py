@@ -18,13 +18,13 @@ from pydantic import (
     model_validator,
 )
 
-from tradesim.contracts import Agent
+from tradesim.contracts import Agent, RunArtifacts
 from tradesim.data.bars import to_utc_stamp
 from tradesim.data.view import MarketData
 from tradesim.engine.costs import CostModel, load_costs
 from tradesim.engine.loop import Engine, closes_on, run_loop
 from tradesim.engine.record import Recorder, RunResult
-from tradesim.errors import ConfigError, EngineError
+from tradesim.errors import ConfigError, EngineError, TradesimError
 
 
 class BacktestConfig(BaseModel):
@@ -144,11 +144,12 @@ def run_backtest(*, config: BacktestConfig, agent: Agent | None = None,
                  on_agent_error=config.on_agent_error, progress=progress)
     except EngineError as exc:
         meta.update(partial=True, error=f"{type(exc).__name__}: {exc}")
-        exc.partial_result = _finish(config, data, engine, recorder, bench, meta, started, save_to)
+        exc.partial_result = _finish(config, data, agent, engine, recorder, bench, meta, started,
+                                     save_to)
         raise
     if engine.ruined:
         meta["stopped"] = "ruin: equity fell to zero or below"
-    return _finish(config, data, engine, recorder, bench, meta, started, save_to)
+    return _finish(config, data, agent, engine, recorder, bench, meta, started, save_to)
 
 
 def _clock(data: MarketData, universe: tuple[str, ...], config: BacktestConfig) -> np.ndarray:
@@ -164,8 +165,8 @@ def _clock(data: MarketData, universe: tuple[str, ...], config: BacktestConfig) 
     return clock
 
 
-def _finish(config: BacktestConfig, data: MarketData, engine: Engine, recorder: Recorder,
-            bench: np.ndarray | None, meta: dict[str, Any], started: float,
+def _finish(config: BacktestConfig, data: MarketData, agent: Agent, engine: Engine,
+            recorder: Recorder, bench: np.ndarray | None, meta: dict[str, Any], started: float,
             save_to: str | Path | None) -> RunResult:
     for event in engine.events:
         recorder.event(**event)
@@ -178,6 +179,32 @@ def _finish(config: BacktestConfig, data: MarketData, engine: Engine, recorder: 
                             fill_mode=config.fill, orders=engine.broker.orders, fills=engine.fills,
                             benchmark=bench, initial_cash=config.initial_cash, meta=meta,
                             metrics_fn=compute_metrics)
+    result.meta["monitors"] = _monitors(result, config)
+    if isinstance(agent, RunArtifacts) and len(result.equity):
+        extra = agent.run_meta(start=recorder.clock[0], end=recorder.clock[-1])
+        warnings = [*result.meta.get("warnings", []), *extra.pop("warnings", [])]
+        result.meta.update(extra)
+        if warnings:
+            result.meta["warnings"] = warnings
     if save_to is not None:
         result.save(save_to)
+        if isinstance(agent, RunArtifacts):
+            agent.save_artifacts(Path(save_to))
     return result
+
+
+def _monitors(result: RunResult, config: BacktestConfig) -> dict[str, float]:
+    """Hack monitors (turnover, holding time, leverage, P&L concentration) for every run."""
+    from tradesim.rewards.monitors import compute_monitors
+
+    if not len(result.equity):
+        return {}
+    equity = np.r_[config.initial_cash, result.equity["equity"].to_numpy()]
+    weights = result.weights.to_numpy(dtype=float)
+    weights = np.vstack([np.zeros((1, weights.shape[1])), np.nan_to_num(weights)])
+    ppy = result.metrics.get("periods_per_year") or 252.0
+    try:
+        return compute_monitors(equity=equity, weights=weights, trades=result.trades,
+                                periods_per_year=float(ppy))
+    except TradesimError as exc:  # e.g. a ruined curve: say so rather than drop the record
+        return {"error": str(exc)}

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from tradesim.errors import AgentDecisionError, ConfigError, LedgerInvariantError
+from tradesim.rewards.step import log_growth
 
 try:
     from numba import njit as _njit
@@ -543,9 +544,7 @@ def _result(sim: SimResult, w: np.ndarray, universe: tuple[str, ...], clock: np.
     rec.cols["costs"][:n] = sim.costs[:n]
     rec.held[:n] = sim.position[:n] * sim.marks[:n] * scale[:, None]
     pre = sim.equity_pre[:n]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(pre[1:] > 0, np.log(pre[1:] / pre[:-1]), -np.inf)
-    rec.rewards[1:n] = np.where(pre[:-1] > 0, ratio, np.nan)
+    rec.rewards[1:n] = log_growth(pre)  # the loop's reward, from the rewards module
     rec.steps = n
     o, f = sim.orders, sim.fills
     symbols = list(universe)

@@ -37,6 +37,7 @@ from tradesim.engine.costs import CostModel, borrow_fee_on
 from tradesim.engine.ledger import Ledger
 from tradesim.engine.record import Recorder
 from tradesim.errors import AgentDecisionError, EngineError
+from tradesim.rewards.step import log_growth_step
 
 FILL_MODES: tuple[str, ...] = ("next_open", "close")
 _EXIT_REASON = {1: "stop_loss", 2: "take_profit"}
@@ -271,13 +272,6 @@ class _Aligned:
                 getattr(self, name)[ok, j] = getattr(b, name)[pos[ok]]
 
 
-def _reward(equity_before: float, equity_after: float) -> float:
-    """Log growth of equity net of costs over one decision period (-inf at ruin)."""
-    if equity_before <= 0:
-        return math.nan
-    return math.log(equity_after / equity_before) if equity_after > 0 else -math.inf
-
-
 class _InvalidDecision(Exception):
     """A Decision that breaks the rules (the message says which and how to fix it)."""
 
@@ -384,7 +378,7 @@ def run_loop(*, engine: Engine, agent: Agent, data: MarketData, universe: tuple[
                     unseen -= 1
         equity = L.equity()
         if prev is not None:
-            reward = _reward(prev[1], equity)
+            reward = log_growth_step(prev[1], equity)  # from the ledger, net of costs
             rewards[i] = reward
             if feedback:
                 _feed(engine, agent, recorder, i, t, prev, equity, reward)

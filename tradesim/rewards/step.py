@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.signal import lfilter
 
 from tradesim.errors import ConfigError
 
@@ -89,6 +88,8 @@ def _shift(x: np.ndarray) -> np.ndarray:
 
 def _ema(x: np.ndarray, eta: float) -> np.ndarray:
     """Moody-Saffell moving moment ``m_t = m_{t-1} + eta (x_t - m_{t-1})`` from ``m_{-1} = 0``."""
+    from scipy.signal import lfilter  # lazy: scipy.signal costs seconds of import time
+
     return lfilter([eta], [1.0, eta - 1.0], x, axis=-1)
 
 
@@ -100,6 +101,14 @@ def simple_returns(equity: np.ndarray) -> np.ndarray:
 def log_growth(equity: np.ndarray) -> np.ndarray:
     """Log growth of equity per bar; ``exp(sum)`` is the equity ratio while the book lives."""
     return np.log(_ratio(equity))
+
+
+def log_growth_step(before: float, after: float) -> float:
+    """Scalar :func:`log_growth` of one bar, for the engine's step loop (same guards)."""
+    if not (before > 0 and math.isfinite(before)):
+        return 0.0  # the book was already gone
+    ratio = after / before if (after > 0 and math.isfinite(after)) else 0.0
+    return math.log(min(max(ratio, _FLOOR), _CAP))
 
 
 def pnl_reward(equity: np.ndarray) -> np.ndarray:
