@@ -72,7 +72,7 @@ def local(*, n: int, n_stock: int, threads: int | None, max_tokens: int = 64) ->
     lat: dict[str, list[float]] = {"stock": [], "pruned": [], "no_grammar": []}
     cpu: dict[str, list[float]] = {k: [] for k in lat}  # process CPU s: less hit by other load
     valid = {k: 0 for k in lat}
-    fallbacks = tokens = 0
+    fallbacks = tokens = same = 0
     for i, m in enumerate(prompts):
         if i < n_stock:
             model.llama.reset()  # every timed call starts from an empty KV cache: a fair race
@@ -81,13 +81,15 @@ def local(*, n: int, n_stock: int, threads: int | None, max_tokens: int = 64) ->
                                                      max_tokens=max_tokens, grammar=grammar)
             lat["stock"].append(time.perf_counter() - start)
             cpu["stock"].append(time.process_time() - c0)
-            valid["stock"] += _valid(out["choices"][0]["message"]["content"])
+            stock_text = out["choices"][0]["message"]["content"]
+            valid["stock"] += _valid(stock_text)
         model.llama.reset()
         start, c0 = time.perf_counter(), time.process_time()
         out = model.chat(m, max_tokens=max_tokens, schema=schema)
         lat["pruned"].append(time.perf_counter() - start)
         cpu["pruned"].append(time.process_time() - c0)
         valid["pruned"] += _valid(out["choices"][0]["message"]["content"])
+        same += i < n_stock and out["choices"][0]["message"]["content"] == stock_text
         fallbacks += out["usage"]["grammar_fallbacks"]
         tokens += out["usage"]["completion_tokens"] + 1
         model.llama.reset()
@@ -105,7 +107,8 @@ def local(*, n: int, n_stock: int, threads: int | None, max_tokens: int = 64) ->
     if lat["stock"]:
         k = len(lat["stock"])
         print(f"local pruned_vs_stock speedup wall {sum(lat['stock']) / sum(lat['pruned'][:k]):.1f}x "
-              f"cpu {sum(cpu['stock']) / sum(cpu['pruned'][:k]):.1f}x (same {k} prompts)")
+              f"cpu {sum(cpu['stock']) / sum(cpu['pruned'][:k]):.1f}x (same {k} prompts; "
+              f"identical output {same}/{k})")
     checks = tokens * model.top_k + fallbacks * model.llama.n_vocab()  # end tokens left out
     print(f"local pruned grammar_fallbacks_per_decision {fallbacks / len(prompts):.1f} "
           f"grammar_token_checks_per_decision about {checks / len(prompts):.0f} vs stock "

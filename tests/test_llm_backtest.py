@@ -58,28 +58,11 @@ def _gateway(server: FakeOpenAIServer, folder: Path, **kw: Any) -> dict[str, Any
 
 
 def _backtest(agent: LLMAnalyst, data: MarketData, folder: Path, *, start: str = START,
-              end: str = END, report: bool = False) -> RunResult:
-    """A backtest saved to ``folder`` with the agent's artifacts (partial on failure; see _attach)."""
+              end: str = END) -> RunResult:
+    """A backtest saved to ``folder``; the runner merges the agent's run meta and saves its
+    journal and cache beside the record (also on failure, with the partial record)."""
     config = BacktestConfig.build(agent="llm_analyst", symbols=SYMBOLS, start=start, end=end)
-    try:
-        result = run_backtest(config=config, agent=agent, data=data)
-    except EngineError as exc:
-        _attach(exc.partial_result, agent, folder, report=report)
-        raise
-    _attach(result, agent, folder, report=report)
-    return result
-
-
-def _attach(result: RunResult, agent: LLMAnalyst, folder: Path, *, report: bool) -> None:
-    """What the runner's RunArtifacts hook must do until run_backtest does it itself: merge
-    run_meta into meta (warnings appended), save the run folder and the agent's artifacts."""
-    if "llm" not in result.meta:
-        extra = agent.run_meta(start=result.equity.index[0].to_datetime64(),
-                               end=result.equity.index[-1].to_datetime64())
-        result.meta["warnings"] = [*result.meta.get("warnings", []), *extra.pop("warnings")]
-        result.meta.update(extra)
-    result.save(folder, report=report)
-    agent.save_artifacts(folder)
+    return run_backtest(config=config, agent=agent, data=data, save_to=folder)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +86,7 @@ def recorded(data: MarketData, tmp_path_factory: pytest.TempPathFactory) -> dict
         mp.setenv("OPENAI_API_KEY", KEY)
         agent = load_agent("llm_analyst", every=1, gateway=_gateway(server, folder))
         try:
-            result = _backtest(agent, data, folder / "run", report=True)
+            result = _backtest(agent, data, folder / "run")
             estimate = agent.estimate_run(n_steps=len(result.equity), n_symbols=len(SYMBOLS))
         finally:
             agent.close()

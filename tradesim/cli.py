@@ -271,6 +271,9 @@ def backtest(
     = None,
     out: _Ann[_DataPath | None, typer.Option(help="run folder (default runs/<time>-<agent>)")]
     = None,
+    dry_run: _Ann[bool, typer.Option("--dry-run", help="print the steps and, for LLM agents, the "
+                                                       "estimated calls, tokens and cost; run "
+                                                       "nothing")] = False,
 ) -> None:
     """Run an agent through the engine and write a run folder with an HTML tear sheet."""
     import datetime as dt
@@ -278,7 +281,7 @@ def backtest(
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeRemainingColumn)
 
-    from tradesim.engine.backtest import BacktestConfig, run_backtest
+    from tradesim.engine.backtest import BacktestConfig, estimate_backtest, run_backtest
 
     console = _data_console()
     fields: dict[str, object] = {
@@ -299,6 +302,9 @@ def backtest(
     try:
         cfg = (BacktestConfig.from_toml(config, **fields) if config
                else BacktestConfig.build(**fields))
+        if dry_run:
+            _print_estimate(console, estimate_backtest(config=cfg))
+            return
         with Progress(TextColumn("[bold]backtest[/bold] {task.description}"), BarColumn(),
                       MofNCompleteColumn(), TextColumn("bars"), TimeRemainingColumn(),
                       console=console, transient=True) as progress:
@@ -314,6 +320,14 @@ def backtest(
             console.print(f"[yellow]partial run record saved to {folder}[/yellow]")
         raise _data_fail(exc) from None
     _print_summary(console, result, folder)
+
+
+def _print_estimate(console, plan: dict) -> None:
+    """The dry run: what the backtest would step through and what its model calls would cost."""
+    console.print(f"agent {plan['agent']}: {plan['steps']:,} steps from {plan['first']} to "
+                  f"{plan['last']} over {', '.join(plan['symbols'])}")
+    llm = plan.get("llm")
+    console.print(f"LLM estimate: {llm}" if llm is not None else "no model calls (not an LLM agent)")
 
 
 def _print_summary(console, result, folder: _DataPath) -> None:

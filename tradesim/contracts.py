@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -79,13 +80,22 @@ class Decision:
 
     @classmethod
     def hold(cls, rationale: str = "hold") -> Decision:
-        """Keep every position as it is."""
-        return cls(rationale=rationale)
+        """Keep every position as it is (one shared immutable instance per rationale: the common
+        case on most bars, so it costs no allocation)."""
+        held = _HOLDS.get(rationale)
+        if held is None:
+            held = _HOLDS[rationale] = cls(weights=_EMPTY, stop_loss=_EMPTY, take_profit=_EMPTY,
+                                           rationale=rationale)
+        return held
 
     def bad_weights(self) -> list[str]:
         """Symbols whose target weight is not a finite number."""
         return [s for s, w in self.weights.items()
                 if not isinstance(w, (int, float)) or not math.isfinite(w)]
+
+
+_EMPTY: Mapping[str, float] = MappingProxyType({})
+_HOLDS: dict[str, Decision] = {}
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from tradesim.contracts import Agent, RunArtifacts
 from tradesim.data.bars import to_utc_stamp
 from tradesim.data.view import MarketData
 from tradesim.engine.costs import CostModel, load_costs
-from tradesim.engine.loop import Engine, closes_on, run_loop
+from tradesim.engine.loop import Engine, closes_on, iso_time, run_loop
 from tradesim.engine.record import Recorder, RunResult
 from tradesim.errors import ConfigError, EngineError, TradesimError
 
@@ -108,27 +108,7 @@ def run_backtest(*, config: BacktestConfig, agent: Agent | None = None,
     On an engine or agent error the partial RunResult is built (and saved to ``save_to`` when
     given), attached to the exception as ``partial_result``, and the exception re-raised.
     """
-    if agent is None:
-        from tradesim.agents.registry import load_agent
-        agent = load_agent(config.agent, **config.agent_params)
-    if data is None:
-        from tradesim.data.load import load_market
-        wanted = None if not config.symbols else list(config.symbols) + (
-            [config.benchmark] if config.benchmark and config.benchmark not in config.symbols
-            else [])
-        # history before `start` stays visible to the agent as warm-up; the clock starts at `start`
-        data = load_market(symbols=wanted, source=config.source, start=None, end=config.end,
-                           interval=config.interval, quality=config.quality, allow=config.allow,
-                           source_options=config.source_options)
-    universe = config.symbols or tuple(s for s in data.symbols if s != config.benchmark)
-    if not universe:
-        raise ConfigError("no symbols to trade: name them (symbols = [...] / --symbols A,B)")
-    for s in (*universe, *([config.benchmark] if config.benchmark else [])):
-        data.full(s)  # UnknownSymbolError names it and lists what is loaded
-    clock = _clock(data, universe, config)
-    if not len(clock):
-        raise ConfigError(f"no bars of {', '.join(universe)} between {config.start} and "
-                          f"{config.end}; widen the dates or check the data")
+    agent, data, universe, clock = prepare_backtest(config=config, agent=agent, data=data)
     engine = Engine(symbols=universe, initial_cash=config.initial_cash, costs=config.costs,
                     fill=config.fill, lot_size=config.lot_size, fractional=config.fractional,
                     allow_short=config.allow_short, max_leverage=config.max_leverage,
@@ -152,7 +132,50 @@ def run_backtest(*, config: BacktestConfig, agent: Agent | None = None,
     return _finish(config, data, agent, engine, recorder, bench, meta, started, save_to)
 
 
-def _clock(data: MarketData, universe: tuple[str, ...], config: BacktestConfig) -> np.ndarray:
+def prepare_backtest(*, config: BacktestConfig, agent: Agent | None = None,
+                     data: MarketData | None = None
+                     ) -> tuple[Agent, MarketData, tuple[str, ...], np.ndarray]:
+    """The agent, data, traded universe and clock a run of ``config`` would use (loading what is
+    not given); shared by :func:`run_backtest` and :func:`estimate_backtest`."""
+    if agent is None:
+        from tradesim.agents.registry import load_agent
+        agent = load_agent(config.agent, **config.agent_params)
+    if data is None:
+        from tradesim.data.load import load_market
+        wanted = None if not config.symbols else list(config.symbols) + (
+            [config.benchmark] if config.benchmark and config.benchmark not in config.symbols
+            else [])
+        # history before `start` stays visible to the agent as warm-up; the clock starts at `start`
+        data = load_market(symbols=wanted, source=config.source, start=None, end=config.end,
+                           interval=config.interval, quality=config.quality, allow=config.allow,
+                           source_options=config.source_options)
+    universe = config.symbols or tuple(s for s in data.symbols if s != config.benchmark)
+    if not universe:
+        raise ConfigError("no symbols to trade: name them (symbols = [...] / --symbols A,B)")
+    for s in (*universe, *([config.benchmark] if config.benchmark else [])):
+        data.full(s)  # UnknownSymbolError names it and lists what is loaded
+    clock = run_clock(data, universe, config)
+    if not len(clock):
+        raise ConfigError(f"no bars of {', '.join(universe)} between {config.start} and "
+                          f"{config.end}; widen the dates or check the data")
+    return agent, data, universe, clock
+
+
+def estimate_backtest(*, config: BacktestConfig, agent: Agent | None = None,
+                      data: MarketData | None = None) -> dict[str, Any]:
+    """What a run would cost before it starts: steps, symbols and, for agents that call a model
+    (those with ``estimate_run``), the calls, tokens and dollars of the LLM estimate."""
+    agent, data, universe, clock = prepare_backtest(config=config, agent=agent, data=data)
+    out: dict[str, Any] = {"agent": getattr(agent, "name", type(agent).__name__),
+                           "steps": len(clock), "symbols": list(universe),
+                           "first": iso_time(clock[0]), "last": iso_time(clock[-1])}
+    estimator = getattr(agent, "estimate_run", None)
+    if callable(estimator):
+        out["llm"] = estimator(n_steps=len(clock), n_symbols=len(universe))
+    return out
+
+
+def run_clock(data: MarketData, universe: tuple[str, ...], config: BacktestConfig) -> np.ndarray:
     """Bar-end stamps of the universe within [start, end] (earlier bars stay visible as history)."""
     clock = np.unique(np.concatenate([data.full(s).time for s in universe]))
     if config.start:

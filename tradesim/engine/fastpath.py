@@ -412,19 +412,19 @@ def run_fast(*, data: Any, weights: pd.DataFrame | np.ndarray, config: Any,
     clock bar. Decision errors raise ``AgentDecisionError`` with the step (partial record attached)
     or hold, per ``config.on_agent_error``.
     """
-    from tradesim.engine.backtest import _clock
-    from tradesim.engine.loop import _Aligned, closes_on
+    from tradesim.engine.backtest import run_clock
+    from tradesim.engine.loop import AlignedBars, closes_on
 
     universe = config.symbols or tuple(s for s in data.symbols if s != config.benchmark)
     for s in (*universe, *([config.benchmark] if config.benchmark else [])):
         data.full(s)  # UnknownSymbolError names it and lists what is loaded
-    clock = _clock(data, universe, config)
+    clock = run_clock(data, universe, config)
     if not len(clock):
         raise ConfigError(f"no bars of {', '.join(universe)} between {config.start} and "
                           f"{config.end}; widen the dates or check the data")
     w = _weights_matrix(weights, clock, universe)
     started = _time.perf_counter()
-    rows = _Aligned(data, universe, clock)
+    rows = AlignedBars(data, universe, clock)
     elapsed = np.r_[0.0, np.diff(clock.astype(np.int64)).astype(np.float64)]
     sim = _simulate_one(rows.open, rows.close, rows.volume, w, CostParams.from_config(config),
                         elapsed, config.on_agent_error == "hold")
@@ -499,7 +499,7 @@ def _failure(sim: SimResult, w: np.ndarray, universe: tuple[str, ...], clock: np
              config: Any, rows: Any) -> Exception | None:
     """The exception the event loop would raise for this run (None when it ran through)."""
     from tradesim.engine.broker import check_in_bar
-    from tradesim.engine.loop import _iso
+    from tradesim.engine.loop import iso_time
 
     f = sim.fills
     price, step, col = f["price"], f["step"], f["col"]
@@ -517,7 +517,7 @@ def _failure(sim: SimResult, w: np.ndarray, universe: tuple[str, ...], clock: np
     if sim.status in (_NEG, _NO_PRICE, _NONFINITE, _GROSS):
         message = _decision_message(sim.status, w[i], universe, sim, i, config.max_leverage)
         return AgentDecisionError(f"agent {config.agent!r}: invalid decision: {message}",
-                                  step=i, time=_iso(clock[i]))
+                                  step=i, time=iso_time(clock[i]))
     if sim.status == _LEVERAGE:
         return LedgerInvariantError("leverage cap broken by the orders the broker sized",
                                     step=i, time=clock[i])

