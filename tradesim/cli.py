@@ -1,4 +1,4 @@
-"""The ``tradesim`` command: data, backtest, audit, evaluate, train, llm, paper.
+"""The ``tradesim`` command: data, backtest, audit, evaluate, llm, train.
 
 Each command group lives in its own section below; logic lives in the library, this file only
 parses arguments, shows progress and prints summaries.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="Backtest, evaluate and paper-trade trading agents on one honest engine.",
+app = typer.Typer(help="Backtest, audit, evaluate and train trading agents on one honest engine.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 
 # --- data commands -------------------------------------------------------------------------
