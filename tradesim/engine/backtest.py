@@ -149,6 +149,12 @@ def prepare_backtest(*, config: BacktestConfig, agent: Agent | None = None,
         data = load_market(symbols=wanted, source=config.source, start=None, end=config.end,
                            interval=config.interval, quality=config.quality, allow=config.allow,
                            source_options=config.source_options)
+    return (agent, data, *universe_and_clock(config=config, data=data))
+
+
+def universe_and_clock(*, config: BacktestConfig, data: MarketData
+                       ) -> tuple[tuple[str, ...], np.ndarray]:
+    """The symbols a run of ``config`` trades on ``data`` and the bar-end stamps it steps through."""
     universe = config.symbols or tuple(s for s in data.symbols if s != config.benchmark)
     if not universe:
         raise ConfigError("no symbols to trade: name them (symbols = [...] / --symbols A,B)")
@@ -158,7 +164,7 @@ def prepare_backtest(*, config: BacktestConfig, agent: Agent | None = None,
     if not len(clock):
         raise ConfigError(f"no bars of {', '.join(universe)} between {config.start} and "
                           f"{config.end}; widen the dates or check the data")
-    return agent, data, universe, clock
+    return universe, clock
 
 
 def estimate_backtest(*, config: BacktestConfig, agent: Agent | None = None,
