@@ -86,3 +86,13 @@ def test_leaderboard_saves_csv_and_html_with_ci_plot(board: Leaderboard, tmp_pat
 def test_no_agents_is_a_named_error(sample: MarketData) -> None:
     with pytest.raises(ValueError, match="at least one agent"):
         evaluate_agents(agents=[], data=sample)
+
+
+def test_an_agent_that_fails_gets_its_error_in_the_row_not_a_crash(sample: MarketData,
+                                                                     tmp_path: Path) -> None:
+    board = evaluate_agents(agents=["momentum", "buy_and_hold"], data=sample, n_boot=50,
+                            registry=tmp_path / "trials.sqlite",
+                            agent_params={"momentum": {"allow_short": True}})  # engine: no shorts
+    failed = board.table.set_index("agent").loc["momentum"]
+    assert "shorting is off" in failed["error"]
+    assert board.table.set_index("agent").loc["buy_and_hold", "error"] == ""

@@ -184,7 +184,7 @@ class TimeSeriesMomentum(_WindowSignalAgent):
 
     def __init__(self, *, lookback: int = 252, vol_target: float | None = 0.15,
                  vol_window: int = 60, max_leverage: float = 2.0,
-                 periods_per_year: float = 252.0, allow_short: bool = True) -> None:
+                 periods_per_year: float = 252.0, allow_short: bool = False) -> None:
         _require(isinstance(lookback, int) and lookback >= 1, "lookback", lookback,
                  "a whole number of bars >= 1")
         _require(vol_target is None or vol_target > 0, "vol_target", vol_target,

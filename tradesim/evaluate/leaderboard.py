@@ -186,8 +186,8 @@ def _agent_row(spec: str, runs: list, table: pd.DataFrame, aud: _Auditor, refs: 
             out[k] = float(mine[k].mean())
     returns = np.mean([r.returns for r in runs], axis=0)
     weights = np.mean([r.weights for r in runs], axis=0)
-    if returns.shape[0] < 3 or not np.isfinite(returns).all():
-        return out
+    if returns.shape[0] < 3 or not np.isfinite(returns).all() or not returns.std() > 0:
+        return out  # too short, broken or flat: no Sharpe to bootstrap or deflate
     ci = bootstrap_sharpe_ci(returns, n_boot=n_boot, confidence=confidence,
                              periods_per_year=score.periods_per_year)
     out.update(sharpe=ci.sharpe, sharpe_low=ci.low, sharpe_high=ci.high,

@@ -2,6 +2,9 @@
 
 At each decision it builds the same observation the env gives (features from the visible bars
 only, the book's weights, log equity growth since the episode began) and steps the GRU once.
+Features come from the last ``lookback`` visible bars and only the ``window`` newest rows are
+computed (``make_features(tail=...)``): per-decision cost is bounded, not growing with history,
+and equals the full recomputation (tests compare both).
 The hidden state restarts every ``episode_len`` decisions, as in training, so the policy never
 runs on histories longer than it learnt from. A single-asset policy trades each symbol with
 its own state and 1/N of the leverage; a joint policy needs the universe it was trained on.
@@ -75,7 +78,7 @@ class QTNetAgent(BaseAgent):
                 continue
             cols = {k: np.stack([getattr(b, k)[-n:] for b in bars], axis=1)
                     for k in ("open", "high", "low", "close", "volume")}
-            feats = make_features(time=bars[0].time[-n:], **cols)[-self.env.window:]
+            feats = make_features(time=bars[0].time[-n:], tail=self.env.window, **cols)
             held = np.array([obs.portfolio.weight(s) for s in group])
             x = np.concatenate([feats.reshape(-1), held, [growth]])
             key = "|".join(group)

@@ -8,7 +8,6 @@ current day contributes just its open, which is known from its first bar). Array
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import lfilter
 
@@ -64,40 +63,65 @@ def _ewm_vol(returns: np.ndarray, span: int) -> np.ndarray:
     return np.maximum(np.sqrt(var), _VOL_FLOOR)
 
 
+def _rolling_z(x: np.ndarray, rows: np.ndarray, span: int) -> np.ndarray:
+    """z-score of ``x[t]`` in its trailing ``span`` values (incl. t; >= 2 seen, else NaN) at ``rows``."""
+    pad = np.vstack([np.full((span - 1, x.shape[1]), np.nan), x])
+    win = sliding_window_view(pad, span, axis=0)[rows]  # [R, N, span]
+    n = np.isfinite(win).sum(-1)
+    mean = np.nansum(win, -1) / np.maximum(n, 1)
+    var = np.nansum((win - mean[..., None]) ** 2, -1) / np.maximum(n - 1, 1)
+    z = (x[rows] - mean) / np.maximum(np.sqrt(var), 1e-6)
+    return np.where(n >= 2, z, np.nan)
+
+
 def make_features(*, time: np.ndarray, open: np.ndarray, high: np.ndarray, low: np.ndarray,
                   close: np.ndarray, volume: np.ndarray, k1: float = 0.5, k2: float = 0.5,
                   lookback_days: int = 4, vol_span: int = 20, momentum: int = 20,
-                  day_start_utc_hour: float = 6.0) -> np.ndarray:
+                  day_start_utc_hour: float = 6.0, tail: int | None = None) -> np.ndarray:
     """Features ``[T, N, len(FEATURES)]`` (float32-safe, finite) from ``[T, N]`` (or ``[T]``) bars.
 
     Price ratios are in units of the trailing EWMA volatility, so they are comparable across
-    symbols, price levels and bar frequencies.
+    symbols, price levels and bar frequencies. ``tail``: only the last ``tail`` rows (equal to
+    ``make_features(...)[-tail:]``), which is all a live decision needs and far cheaper.
     """
     cols = [np.asarray(a, dtype=np.float64) for a in (open, high, low, close, volume)]
     if cols[0].ndim == 1:
         cols = [a[:, None] for a in cols]
     o, h, lo, c, v = cols
-    prev_c = np.vstack([c[:1], c[:-1]])
-    ret = np.log(c / prev_c)
-    vol = _ewm_vol(ret, vol_span)
+    n_bars = c.shape[0]
+    first = 0 if tail is None else max(n_bars - tail, 0)
+    rows = np.arange(first, n_bars)
+    ret = np.log(c / np.vstack([c[:1], c[:-1]]))
+    vol = _ewm_vol(ret, vol_span)[rows]  # recursive: needs every bar before the tail
     day = day_ids(time, day_start_utc_hour=day_start_utc_hour)
-    upper, lower = np.empty_like(c), np.empty_like(c)
+    cut = _day_cut(day, first, lookback_days)  # Dual Thrust needs only the days it ranges over
+    upper, lower = np.empty((n_bars - first, c.shape[1])), np.empty((n_bars - first, c.shape[1]))
     for j in range(c.shape[1]):
-        upper[:, j], lower[:, j] = dual_thrust_lines(open=o[:, j], high=h[:, j], low=lo[:, j],
-                                                     close=c[:, j], day=day, k1=k1, k2=k2,
-                                                     lookback_days=lookback_days)
-    lv = pd.DataFrame(np.log1p(np.maximum(v, 0.0)))
-    roll = lv.rolling(vol_span, min_periods=2)
-    volume_z = ((lv - roll.mean()) / roll.std().clip(lower=1e-6)).to_numpy()
-    past = np.vstack([np.repeat(c[:1], momentum, axis=0), c])[:-momentum]
+        up, dn = dual_thrust_lines(open=o[cut:, j], high=h[cut:, j], low=lo[cut:, j],
+                                   close=c[cut:, j], day=day[cut:], k1=k1, k2=k2,
+                                   lookback_days=lookback_days)
+        upper[:, j], lower[:, j] = up[first - cut:], dn[first - cut:]
+    volume_z = _rolling_z(np.log1p(np.maximum(v, 0.0)), rows, vol_span)
+    past = c[np.maximum(rows - momentum, 0)]
+    prev_c = c[np.maximum(rows - 1, 0)]
+    ct = c[rows]
     feats = np.stack([
-        ret / vol,
-        np.log(o / prev_c) / vol,
-        np.log(h / c) / vol,
-        np.log(lo / c) / vol,
+        ret[rows] / vol,
+        np.log(o[rows] / prev_c) / vol,
+        np.log(h[rows] / ct) / vol,
+        np.log(lo[rows] / ct) / vol,
         volume_z,
-        np.log(c / past) / (vol * np.sqrt(momentum)),
-        (c - upper) / (c * vol),
-        (c - lower) / (c * vol),
+        np.log(ct / past) / (vol * np.sqrt(momentum)),
+        (ct - upper) / (ct * vol),
+        (ct - lower) / (ct * vol),
     ], axis=-1)
     return np.clip(np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0), -10.0, 10.0)
+
+
+def _day_cut(day: np.ndarray, first: int, lookback_days: int) -> int:
+    """First bar of the day ``lookback_days`` days before bar ``first``'s day (0 if none)."""
+    if first == 0:
+        return 0
+    starts = np.flatnonzero(np.r_[True, day[1:] != day[:-1]])
+    k = int(np.searchsorted(starts, first, "right")) - 1 - lookback_days
+    return int(starts[k]) if k > 0 else 0
