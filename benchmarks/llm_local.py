@@ -2,7 +2,8 @@
 valid-output rate, logprob direction accuracy on held-out prompts, memory, cached re-run
 decisions/s, and concurrent vs sequential calls against a server with fixed latency.
 
-Run: python benchmarks/llm_local.py [--n 6] [--n-stock 3] [--threads 1] [--repeats 2]. One line per figure.
+Run: python benchmarks/llm_local.py [--n 6] [--n-stock 3] [--threads 1] [--repeats 2].
+One line per figure.
 "stock" is llama-cpp-python's own create_chat_completion with the same grammar (its sampler
 chain checks the grammar against the whole vocabulary at every token); "pruned" is
 LocalModel.chat. Both run on the same prompts, interleaved, in this process, so machine load
@@ -118,9 +119,10 @@ def local(*, n: int, n_stock: int, threads: int | None, repeats: int,
                   f"({valid[kind]}/{len(xs)}) (best of {repeats}, cold KV cache)")
     if wall["stock"]:
         k = len(wall["stock"])
-        print(f"local pruned_vs_stock speedup wall {sum(wall['stock']) / sum(wall['pruned'][:k]):.1f}x "
-              f"cpu {sum(cpu['stock']) / sum(cpu['pruned'][:k]):.1f}x (same {k} prompts; "
-              f"identical output {same}/{k})")
+        speed_wall = sum(wall["stock"]) / sum(wall["pruned"][:k])
+        speed_cpu = sum(cpu["stock"]) / sum(cpu["pruned"][:k])
+        print(f"local pruned_vs_stock speedup wall {speed_wall:.1f}x cpu {speed_cpu:.1f}x "
+              f"(same {k} prompts; identical output {same}/{k})")
     checks = tokens * model.top_k + fallbacks * model.llama.n_vocab()  # end tokens left out
     print(f"local pruned grammar_fallbacks_per_decision {fallbacks / len(prompts):.1f} "
           f"grammar_token_checks_per_decision about {checks / len(prompts):.0f} vs stock "
@@ -139,7 +141,8 @@ def local(*, n: int, n_stock: int, threads: int | None, repeats: int,
             start = time.perf_counter()
             for m in prompts:
                 gw.complete(m, schema=TradeDecision)
-            print(f"cached_rerun decisions_per_s {len(prompts) / (time.perf_counter() - start):.0f}")
+            rate = len(prompts) / (time.perf_counter() - start)
+            print(f"cached_rerun decisions_per_s {rate:.0f}")
     for words in (("good", "bad"), ("buy", "sell")):
         decider = LogprobDecider(model=model, words=words)
         cal = decider.calibrate()

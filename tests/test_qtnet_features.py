@@ -107,3 +107,28 @@ def test_teacher_positions_are_bounded(allow_short: bool):
                             allow_short=allow_short)
     assert pos.max() <= 1.0 and pos.min() >= (-1.0 if allow_short else 0.0)
     assert (pos != 0).any()
+
+
+@settings(max_examples=25, deadline=None)
+@given(tail=st.integers(min_value=1, max_value=260), days=st.integers(min_value=1, max_value=9),
+       seed=st.integers(0, 50))
+def test_tail_features_equal_the_last_rows_of_the_full_computation(tail: int, days: int,
+                                                                    seed: int):
+    b = _minute_bars(days=days, seed=seed)
+    b["volume"][::7] = 0.0
+    full = make_features(**b)
+    np.testing.assert_array_equal(make_features(**b, tail=tail), full[-tail:])
+
+
+def test_volume_z_matches_a_pandas_rolling_reference():
+    import pandas as pd
+
+    b = _minute_bars(seed=4)
+    b["volume"][10:40] = 5e3  # a constant stretch: zero spread, floored
+    b["volume"][50] = np.nan
+    lv = pd.Series(np.log1p(np.maximum(b["volume"], 0.0)))
+    roll = lv.rolling(20, min_periods=2)
+    expected = ((lv - roll.mean()) / roll.std().clip(lower=1e-6)).to_numpy()
+    expected = np.clip(np.nan_to_num(expected, nan=0.0), -10, 10)
+    got = make_features(**b)[:, 0, FEATURES.index("volume_z")]
+    np.testing.assert_allclose(got, expected, atol=1e-7)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from tradesim.agents.qtnet.agent import QTNetAgent
 from tradesim.agents.qtnet.env import EnvConfig, EnvData
+from tradesim.agents.qtnet.features import make_features
 from tradesim.agents.qtnet.model import Actor, Critic
 from tradesim.agents.qtnet.train import (
     Batch,
@@ -22,6 +24,7 @@ from tradesim.agents.qtnet.train import (
     train,
 )
 from tradesim.agents.registry import load_agent
+from tradesim.contracts import Observation
 from tradesim.data.bars import Bars
 from tradesim.data.view import MarketData
 from tradesim.engine.backtest import BacktestConfig, run_backtest
@@ -189,3 +192,33 @@ def test_stable_baselines3_ppo_trains_on_the_gymnasium_wrapper():
     model.learn(total_timesteps=256)
     assert model.num_timesteps >= 256
     assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.parameters()))
+
+
+class _FullRecompute(QTNetAgent):
+    """Reference: features recomputed from every visible bar at each decision (the slow way)."""
+
+    def _features(self, obs: Observation, group: tuple[str, ...]) -> np.ndarray | None:
+        bars = [obs.bars(s) for s in group]
+        n = min(len(b) for b in bars)
+        if n < self.env.warmup:
+            return None
+        cols = {k: np.stack([getattr(b, k)[-n:] for b in bars], axis=1)
+                for k in ("open", "high", "low", "close", "volume")}
+        return make_features(time=bars[0].time[-n:], **cols)[-self.env.window:]
+
+
+def test_bounded_incremental_decisions_equal_a_full_recomputation(tmp_path):
+    market = _walks(8, n=300, k=2)  # longer than the agent's lookback, so the bound matters
+    data = EnvData.from_market(market, separate=True)
+    cfg = TrainConfig(env=EnvConfig(n_envs=4, episode_len=16, warmup=30, window=3),
+                      iterations=1, updates=1, batch_size=4, hidden=8, eval_every=1)
+    train(config=cfg, train_data=data, out_dir=tmp_path)
+    config = BacktestConfig.build(symbols=("W0", "W1"), allow_short=True, costs="default")
+    fast = run_backtest(config=config, data=market,
+                        agent=QTNetAgent(checkpoint=str(tmp_path / "best.pt")))
+    slow = run_backtest(config=config, data=market,
+                        agent=_FullRecompute(checkpoint=str(tmp_path / "best.pt")))
+    assert (fast.weights.abs().to_numpy() > 0).any()
+    np.testing.assert_allclose(fast.weights.to_numpy(), slow.weights.to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(fast.equity["equity"].to_numpy(),
+                               slow.equity["equity"].to_numpy(), rtol=1e-9)

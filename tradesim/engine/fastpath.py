@@ -151,6 +151,22 @@ def _execute(i, ref, vol, pos, pending, state, cp, o_i, o_f, f_i, f_f, nf):
     return nf
 
 
+@_njit(cache=True, inline="always")
+def _margin_call(prices, i, pos, marks, state, mm):
+    """Whether :func:`_margin` would liquidate at row ``i`` of ``prices`` (the same arithmetic).
+
+    Checked inline first: a call passing the book's arrays costs more than the check itself.
+    """
+    gross = 0.0
+    eq = state[0]
+    for j in range(pos.shape[0]):
+        if pos[j] != 0.0:
+            m = marks[j] if prices[i, j] != prices[i, j] else prices[i, j]
+            gross += abs(pos[j] * m)
+            eq += pos[j] * m
+    return not (gross == 0.0 or eq >= mm * gross)
+
+
 @_njit(cache=True)
 def _margin(i, phase, prices, vol, pos, marks, pending, state, cp, mm, o_i, f_i, f_f, nf,
             e_i, e_f, ne):
@@ -213,11 +229,15 @@ def _kernel(o, c, v, w, elapsed, err_in, cp, acct, hold_on_error,
                 state[0] -= fee
                 state[4] += fee
         liquidated = False
-        if has_pos:
+        if has_pos and _margin_call(o, i, pos, marks, state, mm):
             nf, ne, liq = _margin(i, 0, o[i], v[i], pos, marks, pending, state, cp, mm, o_i,
                                   f_i, f_f, nf, e_i, e_f, ne)
             liquidated = liquidated or liq
-        if not close_fill:
+        waiting = False
+        for j in range(n):
+            if pending[j] >= 0:
+                waiting = True
+        if waiting and not close_fill:
             nf = _execute(i, o[i], v[i], pos, pending, state, cp, o_i, o_f, f_i, f_f, nf)
         for j in range(n):
             if c[i, j] == c[i, j]:
@@ -226,7 +246,7 @@ def _kernel(o, c, v, w, elapsed, err_in, cp, acct, hold_on_error,
         for j in range(n):
             if pos[j] != 0.0:
                 has_pos = True
-        if has_pos:
+        if has_pos and _margin_call(c, i, pos, marks, state, mm):
             nf, ne, liq = _margin(i, 1, c[i], v[i], pos, marks, pending, state, cp, mm, o_i,
                                   f_i, f_f, nf, e_i, e_f, ne)
             liquidated = liquidated or liq
@@ -531,9 +551,8 @@ def _result(sim: SimResult, w: np.ndarray, universe: tuple[str, ...], clock: np.
             config: Any, data: Any, bench: np.ndarray | None, meta: dict[str, Any],
             started: float) -> Any:
     """The RunResult the event loop's recorder would build from this run."""
-    from tradesim.contracts import Decision, Fill
-    from tradesim.engine.broker import MARKET, Order
-    from tradesim.engine.record import Recorder
+    from tradesim.engine.broker import MARKET
+    from tradesim.engine.record import Recorder, json_rows
 
     n = sim.steps
     rec = Recorder(clock=clock, symbols=universe)
@@ -547,38 +566,32 @@ def _result(sim: SimResult, w: np.ndarray, universe: tuple[str, ...], clock: np.
     rec.rewards[1:n] = log_growth(pre)  # the loop's reward, from the rewards module
     rec.steps = n
     o, f = sim.orders, sim.fills
-    symbols = list(universe)
-
-    def _decision(i: int) -> Decision:
-        row = w[i]
-        return Decision(weights={symbols[j]: float(row[j]) for j in np.flatnonzero(~np.isnan(row))},
-                        rationale="precomputed weights (fast path)")
-
-    journal = {int(i): ("", "") for i in np.unique(o["step"])}
+    # journal: one row per step that ordered, held an invalid decision, or failed the run
+    fallback, error = {}, {}
     for i in np.flatnonzero(sim.errors[:n]):
-        journal[int(i)] = ("hold", "invalid decision: " + _decision_message(
-            int(sim.errors[i]), w[i], universe, sim, int(i), config.max_leverage))
-    if meta.get("partial") and sim.fail_step >= 0 and sim.fail_step not in journal:
-        journal[sim.fail_step] = ("", meta["error"])
-    for i in sorted(journal):
-        rec.decision(step=i, time=clock[i], decision=_decision(i), fallback=journal[i][0],
-                     error=journal[i][1])
-    orders = []
-    for k in range(len(o["step"])):
-        status = int(o["status"][k])
-        order = Order(k + 1, clock[o["step"][k]], symbols[o["col"][k]], int(o["col"][k]),
-                      float(o["quantity"][k]), MARKET)
-        order.status = _STATUS[_CANCELLED if status == _OPEN and not meta["partial"] else status]
-        order.filled = float(o["filled"][k])
-        order.fill_time = clock[o["fill_step"][k]] if o["fill_step"][k] >= 0 else None
-        orders.append(order)
-    fills = [(int(f["step"][k]), int(f["order"][k]) + 1,
-              Fill(time=clock[f["step"][k]], symbol=symbols[f["col"][k]],
-                   quantity=float(f["quantity"][k]), price=float(f["price"][k]),
-                   commission=float(f["commission"][k]), spread_cost=float(f["spread_cost"][k]),
-                   slippage_cost=float(f["slippage_cost"][k]),
-                   reason="liquidation" if f["reason"][k] else "rebalance"))
-             for k in range(len(f["step"]))]
+        fallback[int(i)] = "hold"
+        error[int(i)] = "invalid decision: " + _decision_message(
+            int(sim.errors[i]), w[i], universe, sim, int(i), config.max_leverage)
+    steps = np.unique(np.r_[o["step"], np.fromiter(error, np.int64, len(error))])
+    if meta.get("partial") and sim.fail_step >= 0 and sim.fail_step not in steps:
+        error[sim.fail_step] = meta["error"]
+        steps = np.union1d(steps, [sim.fail_step])
+    status = o["status"].copy()
+    if not meta["partial"]:
+        status[status == _OPEN] = _CANCELLED  # end of data: open orders are cancelled
+    orders = {"id": np.arange(1, len(status) + 1), "step": o["step"], "col": o["col"],
+              "quantity": o["quantity"], "kind": MARKET, "level": math.nan, "reason": "rebalance",
+              "status": pd.Categorical.from_codes(status, _STATUS), "filled": o["filled"],
+              "fill_step": o["fill_step"]}
+    fills = {"step": f["step"], "order_id": f["order"] + 1, "col": f["col"],
+             "quantity": f["quantity"], "price": f["price"], "commission": f["commission"],
+             "spread_cost": f["spread_cost"], "slippage_cost": f["slippage_cost"],
+             "reason": pd.Categorical.from_codes(f["reason"], ("rebalance", "liquidation"))}
+    decisions = {"step": steps, "weights": json_rows(weights=w[steps], symbols=universe),
+                 "stop_loss": "{}", "take_profit": "{}", "confidence": math.nan,
+                 "rationale": "precomputed weights (fast path)", "llm_calls": "[]",
+                 "fallback": [fallback.get(int(i), "") for i in steps],
+                 "error": [error.get(int(i), "") for i in steps]}
     e = sim.events
     for k in range(len(e["step"])):
         i = int(e["step"][k])
@@ -594,6 +607,7 @@ def _result(sim: SimResult, w: np.ndarray, universe: tuple[str, ...], clock: np.
         from tradesim.rewards.metrics import compute_metrics
     except ImportError:
         compute_metrics = None
-    return rec.build(config=config.model_dump(mode="json"), fingerprints=data.fingerprints(),
-                     fill_mode=config.fill, orders=orders, fills=fills, benchmark=bench,
-                     initial_cash=config.initial_cash, meta=meta, metrics_fn=compute_metrics)
+    return rec.build_from_arrays(
+        config=config.model_dump(mode="json"), fingerprints=data.fingerprints(),
+        fill_mode=config.fill, orders=orders, fills=fills, decisions=decisions, benchmark=bench,
+        initial_cash=config.initial_cash, meta=meta, metrics_fn=compute_metrics)

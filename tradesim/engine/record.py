@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,15 +45,32 @@ def _frame(name: str, rows: list[dict]) -> pd.DataFrame:
     return _columns_frame(name, {c: [r[c] for r in rows] for c in _COLUMNS[name]})
 
 
-def _columns_frame(name: str, data: dict[str, Any]) -> pd.DataFrame:
-    """:func:`_frame` from column lists (the fast way for long tables such as the journal)."""
+def _columns_frame(name: str, data: Mapping[str, Any], rows: int = 0) -> pd.DataFrame:
+    """:func:`_frame` from columns: lists, NumPy arrays, ``pd.Categorical`` (a few repeated
+    strings, expanded by Arrow rather than per row) or a scalar repeated over ``rows``."""
     out = {}
     for c, dt in _COLUMNS[name].items():
+        v = data[c]
+        if isinstance(v, (str, int, float)):
+            v = (pd.Categorical.from_codes(np.zeros(rows, np.int8), [v]) if dt == "str"
+                 else np.full(rows, v))
         if dt.startswith("datetime"):
-            out[c] = pd.to_datetime(pd.Series(data[c], dtype="datetime64[ns]")).dt.tz_localize("UTC")
+            out[c] = pd.Series(v, dtype="datetime64[ns]").dt.tz_localize("UTC")
+        elif dt == "str":
+            out[c] = _str_column(v)
         else:
-            out[c] = pd.Series(data[c], dtype=dt)
+            out[c] = pd.Series(v, dtype=dt)
     return pd.DataFrame(out)
+
+
+def _str_column(values: Any) -> pd.Series:
+    """A ``str`` column; a categorical is expanded by an Arrow take on its codes."""
+    if not isinstance(values, pd.Categorical):
+        return pd.Series(values, dtype="str")
+    import pyarrow as pa
+
+    names = pa.array([str(x) for x in values.categories], type=pa.large_string())
+    return pd.Series(pd.array(names.take(pa.array(values.codes)), dtype="str"))
 
 
 def _utc_index(stamps: np.ndarray) -> pd.DatetimeIndex:
@@ -192,7 +208,52 @@ class Recorder:
     def build(self, *, config: dict, fingerprints: dict[str, str], fill_mode: str,
               orders: list[Order], fills: list[tuple[int, int, Fill]], benchmark: np.ndarray | None,
               initial_cash: float, meta: dict[str, Any], metrics_fn: Any = None) -> RunResult:
-        """Assemble the RunResult from what was recorded (also for a partial run)."""
+        """Assemble the RunResult from what the loop recorded (also for a partial run)."""
+        col = {s: j for j, s in enumerate(self.symbols)}
+        fill_cols: dict[str, list] = {c: [getattr(f, c) for _, _, f in fills]
+                                      for c in _COLUMNS["fills"] if c not in ("step", "order_id")}
+        fill_cols["step"] = [step for step, _, _ in fills]
+        fill_cols["order_id"] = [oid for _, oid, _ in fills]
+        fill_cols["col"] = [col[s] for s in fill_cols["symbol"]]
+        orders_frame = _columns_frame("orders", {c: [getattr(o, c) for o in orders]
+                                                 for c in _COLUMNS["orders"]})
+        return self._assemble(config=config, fingerprints=fingerprints, fill_mode=fill_mode,
+                              orders=orders_frame, fills=fill_cols,
+                              decisions=_journal_frame(self.journal), benchmark=benchmark,
+                              initial_cash=initial_cash, meta=meta, metrics_fn=metrics_fn)
+
+    def build_from_arrays(self, *, config: dict, fingerprints: dict[str, str], fill_mode: str,
+                          orders: Mapping[str, Any], fills: Mapping[str, Any],
+                          decisions: Mapping[str, Any], benchmark: np.ndarray | None,
+                          initial_cash: float, meta: dict[str, Any],
+                          metrics_fn: Any = None) -> RunResult:
+        """:meth:`build` from columns (NumPy arrays; no object per order, fill or decision).
+
+        Steps index the clock and ``col`` the symbols. ``orders``: id, step, col, quantity, kind,
+        level, reason, status, filled, fill_step (-1: never filled); ``fills``: step, order_id,
+        col, quantity, price, commission, spread_cost, slippage_cost, reason; ``decisions``: step,
+        weights, stop_loss, take_profit (JSON text, see :func:`json_rows`), confidence,
+        rationale, llm_calls, fallback, error. String columns may be ``pd.Categorical`` and any
+        column a scalar that holds for every row.
+        """
+        o, d = dict(orders), dict(decisions)
+        names = pd.Categorical.from_codes(np.asarray(o["col"], np.int64), list(self.symbols))
+        fill_step = np.asarray(o["fill_step"], np.int64)
+        o.update(time=self.clock[np.asarray(o["step"], np.int64)], symbol=names,
+                 fill_time=np.where(fill_step >= 0, self.clock[np.maximum(fill_step, 0)],
+                                    np.datetime64("NaT", "ns")))
+        d_steps = np.asarray(d["step"], np.int64)
+        d["time"] = self.clock[d_steps]
+        return self._assemble(
+            config=config, fingerprints=fingerprints, fill_mode=fill_mode,
+            orders=_columns_frame("orders", o, len(names)), fills=fills,
+            decisions=_columns_frame("decisions", d, len(d_steps)), benchmark=benchmark,
+            initial_cash=initial_cash, meta=meta, metrics_fn=metrics_fn)
+
+    def _assemble(self, *, config: dict, fingerprints: dict[str, str], fill_mode: str,
+                  orders: pd.DataFrame, fills: Mapping[str, Any], decisions: pd.DataFrame,
+                  benchmark: np.ndarray | None, initial_cash: float, meta: dict[str, Any],
+                  metrics_fn: Any) -> RunResult:
         self._flush()
         n = self.steps
         index = _utc_index(self.clock[:n])
@@ -210,17 +271,10 @@ class Recorder:
         weights = pd.DataFrame(np.where(np.isnan(held), 0.0, held), index=index,
                                columns=list(self.symbols))
         rewards = pd.Series(self.rewards[:n], index=index, name="reward")
-        order_cols = {c: [getattr(o, c) for o in orders] for c in _COLUMNS["orders"]}
-        fill_cols: dict[str, list] = {c: [getattr(f, c) for _, _, f in fills]
-                                      for c in _COLUMNS["fills"] if c not in ("step", "order_id")}
-        fill_cols["step"] = [step for step, _, _ in fills]
-        fill_cols["order_id"] = [oid for _, oid, _ in fills]
-        trades = _frame("trades", round_trips(fills))
+        fills_frame, trades = self._fill_tables(fills)
         result = RunResult(
             config=config, fingerprints=dict(fingerprints), fill_mode=fill_mode, equity=equity,
-            weights=weights, orders=_columns_frame("orders", order_cols),
-            fills=_columns_frame("fills", fill_cols),
-            trades=trades, decisions=_journal_frame(self.journal),
+            weights=weights, orders=orders, fills=fills_frame, trades=trades, decisions=decisions,
             events=_frame("events", self.events), rewards=rewards, metrics={}, meta=dict(meta))
         if metrics_fn is not None and n >= 2:
             try:
@@ -232,6 +286,39 @@ class Recorder:
             else:
                 result.metrics.update({k: float(v) for k, v in metrics.items()})
         return result
+
+    def _fill_tables(self, fills: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The fills table and the round trips (FIFO) from fill columns (``time`` defaults to the
+        clock at each fill's step)."""
+        step = np.asarray(fills["step"], np.int64)
+        col = np.asarray(fills["col"], np.int64)
+        num = {k: np.asarray(fills[k], np.float64)
+               for k in ("quantity", "price", "commission", "spread_cost", "slippage_cost")}
+        time = (np.asarray(fills["time"], "datetime64[ns]") if "time" in fills
+                else self.clock[step])
+        symbol = pd.Categorical.from_codes(col, list(self.symbols))
+        reason = fills["reason"]
+        if not isinstance(reason, pd.Categorical):
+            reason = (pd.Categorical.from_codes(np.zeros(len(step), np.int8), [reason])
+                      if isinstance(reason, str) else pd.Categorical(np.asarray(reason, object)))
+        table = _columns_frame("fills", {**num, "time": time, "step": step, "symbol": symbol,
+                                         "reason": reason, "order_id": fills["order_id"]},
+                               len(step))
+        entry, exit_, qty = round_trips(col=col, quantity=num["quantity"])
+        price = num["price"]
+        per_share = np.zeros(len(step))
+        np.divide(num["commission"] + num["spread_cost"] + num["slippage_cost"],
+                  np.abs(num["quantity"]), out=per_share, where=num["quantity"] != 0)
+        closed = np.abs(qty)
+        gross = qty * (price[exit_] - price[entry])
+        costs = closed * (per_share[entry] + per_share[exit_])
+        trades = _columns_frame("trades", {
+            "symbol": symbol[exit_], "entry_time": time[entry], "exit_time": time[exit_],
+            "quantity": qty, "entry_price": price[entry], "exit_price": price[exit_],
+            "gross_pnl": gross, "costs": costs, "pnl": gross - costs,
+            "return": (gross - costs) / (closed * price[entry]),
+            "bars_held": step[exit_] - step[entry], "exit_reason": reason[exit_]}, len(qty))
+        return table, trades
 
 
 _KEYS: dict[str, str] = {}  # JSON encodings of mapping keys (symbols), reused across rows
@@ -277,33 +364,85 @@ def _journal_frame(journal: list[tuple]) -> pd.DataFrame:
         "fallback": fallbacks, "error": errors})
 
 
-def round_trips(fills: list[tuple[int, int, Fill]]) -> list[dict]:
-    """Closed round trips from fills (step, order id, fill), matching lots first-in first-out.
+def json_rows(*, weights: np.ndarray, symbols: Sequence[str]) -> list[str]:
+    """Per row of ``weights`` (T, N; NaN = absent) the JSON object :func:`_json` writes for the
+    mapping symbol -> weight, built column-wise (numpy prints floats as ``repr`` does)."""
+    w = np.asarray(weights, dtype=np.float64)
+    order = sorted(range(len(symbols)), key=lambda j: str(symbols[j]))
+    w = w[:, order]
+    text = w.astype(str).astype(object)
+    bad = ~np.isfinite(w) & ~np.isnan(w)
+    text[bad] = [json.dumps(float(x)) for x in w[bad]]
+    keys = np.array([json.dumps(str(symbols[j])) + ": " for j in order], dtype=object)
+    parts = np.where(np.isnan(w), "", keys + text)
+    return ["{" + ", ".join(filter(None, row)) + "}" for row in parts.tolist()]
 
-    Costs are allocated per share: each lot carries its share of the entry fill's costs and each
-    closing piece its share of the exit fill's costs; ``pnl`` is net of both.
+
+_FLAT = 1e-12  # shares: smaller remainders are rounding, not positions (as the ledger's lots)
+
+
+def round_trips(*, col: np.ndarray, quantity: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                  np.ndarray]:
+    """Closed round trips of fills matched first-in first-out per symbol (``col``).
+
+    Returns (entry fill index, exit fill index, signed quantity closed), one row per lot piece
+    closed, in the order the pieces closed (by exit fill, then lot). Vectorised per symbol: lots
+    and closing pieces are intervals on cumulative opened and closed quantity, and each
+    overlap of a lot with a closing piece is one trade.
     """
-    lots: dict[str, deque] = {}
-    out: list[dict] = []
-    for step, _, f in fills:
-        book = lots.setdefault(f.symbol, deque())
-        qty = f.quantity
-        cost_per_share = f.cost / abs(qty)
-        while qty and book and (book[0][0] > 0) != (qty > 0):
-            lot = book[0]
-            closed = min(abs(qty), abs(lot[0]))
-            signed = math.copysign(closed, lot[0])
-            gross = signed * (f.price - lot[1])
-            costs = closed * (lot[4] + cost_per_share)
-            out.append({"symbol": f.symbol, "entry_time": lot[2], "exit_time": f.time,
-                        "quantity": signed, "entry_price": lot[1], "exit_price": f.price,
-                        "gross_pnl": gross, "costs": costs, "pnl": gross - costs,
-                        "return": (gross - costs) / (closed * lot[1]), "bars_held": step - lot[3],
-                        "exit_reason": f.reason})
-            lot[0] -= signed
-            qty += signed
-            if abs(lot[0]) < 1e-12:
-                book.popleft()
-        if abs(qty) > 1e-12:
-            book.append([qty, f.price, f.time, step, cost_per_share])
-    return out
+    col = np.asarray(col, dtype=np.int64)
+    q = np.asarray(quantity, dtype=np.float64)
+    by_symbol = np.argsort(col, kind="stable")
+    bounds = np.flatnonzero(np.diff(col[by_symbol])) + 1
+    entry, exit_, size = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0)]
+    for idx in np.split(by_symbol, bounds):
+        idx = idx[q[idx] != 0]
+        if idx.size:
+            e, x, z = _fifo(q[idx])
+            entry.append(idx[e])
+            exit_.append(idx[x])
+            size.append(z)
+    entry_all, exit_all, size_all = (np.concatenate(a) for a in (entry, exit_, size))
+    order = np.argsort(exit_all, kind="stable")
+    return entry_all[order], exit_all[order], size_all[order]
+
+
+def _fifo(q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`round_trips` of one symbol's (nonzero) fills, in closing order."""
+    pos = np.cumsum(q)
+    pos[np.abs(pos) <= _FLAT * np.maximum(1.0, np.abs(q))] = 0.0
+    prev = np.r_[0.0, pos[:-1]]
+    side, prev_side = np.sign(pos), np.sign(prev)
+    same = (side == prev_side) & (side != 0)
+    grows = same & (np.abs(pos) > np.abs(prev))
+    size = np.abs(q)
+    opened = np.where(same, np.where(grows, size, 0.0), np.abs(pos))
+    closed = np.where(same, np.where(grows, 0.0, size), np.abs(prev))
+    episode = np.cumsum((side != 0) & (side != prev_side))  # a new side opens: flat -> in, flips
+    prev_episode = np.r_[0, episode[:-1]]
+    lots, exits = np.flatnonzero(opened > 0), np.flatnonzero(closed > 0)
+    lot_ep, exit_ep = episode[lots], prev_episode[exits]
+    ends = np.r_[_running(opened[lots], lot_ep), _running(closed[exits], exit_ep)]
+    ep = np.r_[lot_ep, exit_ep]
+    is_lot = np.r_[np.ones(lots.size, bool), np.zeros(exits.size, bool)]
+    at = np.lexsort((ends, ep))
+    ends, ep, is_lot = ends[at], ep[at], is_lot[at]
+    # each interval between consecutive breakpoints of one episode is one (lot, exit) overlap
+    lot_k = np.cumsum(is_lot) - is_lot
+    exit_k = np.cumsum(~is_lot) - ~is_lot
+    starts = np.r_[0.0, ends[:-1]]
+    starts[np.r_[True, ep[1:] != ep[:-1]]] = 0.0
+    width = ends - starts
+    ok = (lot_k < lots.size) & (exit_k < exits.size) & (width > _FLAT * np.maximum(1.0, ends))
+    lot_k, exit_k, width, ep = lot_k[ok], exit_k[ok], width[ok], ep[ok]
+    ok = (lot_ep[lot_k] == ep) & (exit_ep[exit_k] == ep)
+    lot_i, exit_i = lots[lot_k[ok]], exits[exit_k[ok]]
+    return lot_i, exit_i, side[lot_i] * width[ok]
+
+
+def _running(amount: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Cumulative sums of ``amount`` restarting at each new value of (sorted) ``group``."""
+    total = np.cumsum(amount)
+    first = np.r_[True, group[1:] != group[:-1]] if group.size else np.zeros(0, bool)
+    before = (total - amount)[np.maximum.accumulate(np.where(first, np.arange(group.size), 0))]
+    return total - before

@@ -17,23 +17,27 @@ Grammar decoding. llama-cpp-python's sampler chain tests the grammar against all
 at every step; :class:`LocalModel` tests only the ``top_k`` most likely ones (plus the end
 tokens) and redoes a step over the whole vocabulary only when none of them is allowed (about 5
 steps per decision at top_k=64). Greedy output is identical to the stock path. Measured by
-``benchmarks/llm_local.py`` on the shared 2-core box (other jobs running, so wall times swing
-2x; CPU seconds are steadier), ~50-token prompt, ~47 generated tokens, 1 thread, cold KV cache:
-stock {stock_cpu} CPU s / {stock_wall} s wall per decision, pruned {pruned_cpu} / {pruned_wall} s, no grammar
-{plain_cpu} / {plain_wall} s; grammar token checks per decision 2.3 M -> 0.27 M; the pruned sampler's own
-work is ~1 ms per token (profiled), so decoding is bound by the model's forward pass. With 2
-threads on a loaded 2-core box llama.cpp's spinning workers make latency erratic (one stock
-decision took 28 s, the issue's 37 s is of this kind): leave ``n_threads`` at its default there.
-The fixed system prompt stays in the KV cache between calls, so only the new suffix is
-evaluated (prompt prefill costs ~1 s per 50 tokens here).
+``benchmarks/llm_local.py`` on the shared 2-core box (other jobs running, so timings swing 2-3x
+between runs), ~50-token prompts, ~47 generated tokens, 1 thread, cold KV cache: stock
+grammar 2.1-3.8 CPU s per decision, pruned 1.6-2.8 s, 1.1x-3.3x faster over five runs, same
+text; grammar token checks per decision 2.3 M -> 0.27 M; per generated token the pruned path
+costs what decoding without a grammar does (61 vs 72 ms CPU in one run; its own sampling work
+is ~1 ms per token, profiled), so decoding is now bound by the model's forward pass. With 2
+threads on the loaded box llama.cpp's spinning workers fight the grammar step for the cores:
+one stock decision took 28 s (the ~37 s seen before is of this kind) against ~1 s pruned;
+leave ``n_threads`` at its default (half the cores) on shared machines. The fixed system
+prompt stays in the KV cache between calls, so only the new suffix is evaluated (prompt
+prefill costs ~1 s per 50 tokens here).
 
 :class:`LogprobDecider` reads next-token probabilities instead of sampling. On 20 obvious
 held-out news items, disjoint from the 10 in :data:`CALIBRATION_SET` that fit the threshold:
 few-shot completion prompt with good/bad answer words 18/20 (0.90; 10/10 on calibration);
-same prompt with buy/sell words 12/20; the earlier chat prompt with buy/sell words 2/4 here, and
-0.50-0.75 over 16 chat-prompt variants. The good/bad few-shot form was chosen because it had the
-best calibration accuracy; its held-out figures were also seen while comparing 4 finalists.
+same prompt with buy/sell words 12/20; the earlier chat prompt asking for buy/sell/hold 12/20
+(it had 2/4 on its own tiny set), and 10/20-15/20 over 16 chat-prompt variants. The good/bad
+few-shot form was chosen because it had the best calibration accuracy; its held-out figures
+were also seen while comparing the 4 few-shot finalists.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -108,8 +112,7 @@ class LocalModel:
             from llama_cpp import Llama
         except ImportError as exc:
             raise ConfigError(f"the embedded local model needs llama-cpp-python: {_INSTALL}") from exc
-        if top_k < 1:
-            raise ConfigError(f"LocalModel top_k={top_k}: pass at least 1 (64 is a good default)")
+        _check_top_k(top_k)
         self.path = resolve_model_path(model_path)
         self.name = DEFAULT_MODEL_NAME if model_path is None else self.path.stem.lower()
         self.lock = threading.Lock()
@@ -117,7 +120,7 @@ class LocalModel:
                            seed=0 if seed is None else seed, n_gpu_layers=n_gpu_layers,
                            verbose=False)
         self.max_string_chars = max_string_chars
-        self.top_k = top_k
+        self.top_k, self.seed = top_k, seed
         self._grammars: dict[str, Any] = {}
         self._samplers: dict[str, _GrammarSampler] = {}
         self._formatter: Any = None
@@ -131,11 +134,12 @@ class LocalModel:
         self._all["id"] = np.arange(self._n_vocab, dtype=np.int32)
 
     def chat(self, messages: list[dict[str, str]], *, temperature: float = 0.0,
-             max_tokens: int = 256, seed: int | None = 0,
+             max_tokens: int = 256, seed: int | None = None,
              schema: dict[str, Any] | None = None, top_k: int | None = None) -> dict[str, Any]:
         """A chat completion (OpenAI-shaped dict); with ``schema`` decoding follows its grammar.
 
-        ``usage`` also reports ``cached_prompt_tokens`` (reused KV prefix) and
+        ``seed`` (default: the model's) drives sampling when ``temperature`` > 0; ``top_k``
+        (default: the model's) bounds the candidates the grammar checks. ``usage`` also reports ``cached_prompt_tokens`` (reused KV prefix) and
         ``grammar_fallbacks`` (steps redone over the full vocabulary).
         """
         prompt = self.llama.tokenize(self.chat_prompt(messages).encode(), add_bos=True,
@@ -143,13 +147,14 @@ class LocalModel:
         if len(prompt) + max_tokens > self.llama.n_ctx():
             raise ValueError(f"prompt of {len(prompt)} tokens + max_tokens {max_tokens} exceeds "
                              f"the context of {self.llama.n_ctx()} tokens")
-        rng = np.random.default_rng(seed)
+        top_k = self.top_k if top_k is None else _check_top_k(top_k)
+        rng = np.random.default_rng(self.seed if seed is None else seed)
         with self.lock:
             sampler = self._sampler(schema) if schema is not None else None
             cached = self._prefill(prompt)
             out, fallbacks, finish = self._decode(sampler, max_tokens=max_tokens,
                                                   temperature=temperature, rng=rng,
-                                                  top_k=self.top_k if top_k is None else top_k)
+                                                  top_k=top_k)
         text = self.llama.detokenize(out).decode("utf-8", errors="replace")
         return {"object": "chat.completion", "model": self.name,
                 "choices": [{"index": 0, "finish_reason": finish,
@@ -278,6 +283,12 @@ class _GrammarSampler:
     def __del__(self) -> None:
         if getattr(self, "_ptr", None):
             self._lib.llama_sampler_free(self._ptr)
+
+
+def _check_top_k(top_k: int) -> int:
+    if top_k < 1:
+        raise ConfigError(f"LocalModel top_k={top_k}: pass at least 1 (64 is a good default)")
+    return top_k
 
 
 def _candidates(logits: np.ndarray, top_k: int, always: np.ndarray) -> np.ndarray:
@@ -419,7 +430,8 @@ class LogprobDecider:
     def decide(self, facts: str) -> TradeDecision:
         """buy/sell/hold from the calibrated margin; confidence grows with distance from the cut."""
         if self.calibration is None:
-            raise ConfigError("LogprobDecider.decide before calibrate(); fit it on labelled prompts")
+            raise ConfigError("LogprobDecider.decide before calibrate(); "
+                              "fit it on labelled prompts")
         m, probs = self.margin(facts)
         d = m - self.calibration.threshold
         action = "hold" if abs(d) <= self.hold_band else ("buy" if d > 0 else "sell")
@@ -427,7 +439,8 @@ class LogprobDecider:
                              confidence=round(math.tanh(abs(d) / 2), 6),
                              rationale=f"token margin {m:+.3f} vs threshold "
                                        f"{self.calibration.threshold:+.3f}; "
-                                       f"p(bullish)={probs['buy']:.3f} p(bearish)={probs['sell']:.3f}")
+                                       f"p(bullish)={probs['buy']:.3f} "
+                                       f"p(bearish)={probs['sell']:.3f}")
 
 
 _GBNF_COMMON = r"""

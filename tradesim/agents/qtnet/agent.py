@@ -62,6 +62,16 @@ class QTNetAgent(BaseAgent):
                               "(single-asset) policy")
         return [tuple(universe)]
 
+    def _features(self, obs: Observation, group: tuple[str, ...]) -> np.ndarray | None:
+        """Feature window ``[window, N, F]`` of ``group`` at ``obs.time`` (None in warm-up)."""
+        bars = [obs.bars(s, lookback=self.lookback) for s in group]
+        n = min(len(b) for b in bars)
+        if n < self.env.warmup:
+            return None
+        cols = {k: np.stack([getattr(b, k)[-n:] for b in bars], axis=1)
+                for k in ("open", "high", "low", "close", "volume")}
+        return make_features(time=bars[0].time[-n:], tail=self.env.window, **cols)
+
     def decide(self, obs: Observation) -> Decision:
         if self._steps % (self.env.episode_len or 1 << 62) == 0:
             self._h.clear()
@@ -71,18 +81,14 @@ class QTNetAgent(BaseAgent):
         scale = self.env.max_leverage / len(obs.universe)
         growth = np.log(max(obs.portfolio.equity, 1e-12) / max(self._start_equity, 1e-12))
         for group in self._groups(obs.universe):
-            bars = [obs.bars(s, lookback=self.lookback) for s in group]
-            n = min(len(b) for b in bars)
-            if n < self.env.warmup:
+            feats = self._features(obs, group)
+            if feats is None:
                 weights.update({s: 0.0 for s in group})
                 continue
-            cols = {k: np.stack([getattr(b, k)[-n:] for b in bars], axis=1)
-                    for k in ("open", "high", "low", "close", "volume")}
-            feats = make_features(time=bars[0].time[-n:], tail=self.env.window, **cols)
             held = np.array([obs.portfolio.weight(s) for s in group])
             x = np.concatenate([feats.reshape(-1), held, [growth]])
             key = "|".join(group)
-            with torch.no_grad():
+            with torch.inference_mode():
                 a, self._h[key] = self.actor(
                     torch.as_tensor(x, dtype=torch.float32, device=self.device)[None, None],
                     self._h.get(key))

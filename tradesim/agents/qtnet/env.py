@@ -165,8 +165,11 @@ class TradingEnv:
         self._rows = n_bars
         self._px = torch.as_tensor(data.prices.reshape(n_series * n_bars, n * 5), dtype=dt,
                                    device=dev)
-        self._ft = torch.as_tensor(data.features.reshape(n_series * n_bars, -1), dtype=dt,
-                                   device=dev)
+        feats = data.features.reshape(n_series * n_bars, -1)
+        n_feats = feats.shape[1]
+        if cfg.window == 1:  # rows shaped like observations: one gather, account state in place
+            feats = np.pad(feats, ((0, 0), (0, n + 1)))
+        self._ft = torch.as_tensor(feats, dtype=dt, device=dev)
         self.teachers = torch.as_tensor(data.teachers, dtype=dt, device=dev)
         self.lengths = torch.as_tensor(data.lengths, dtype=torch.long, device=dev)
         ns = data.time.astype("datetime64[ns]").astype(np.int64)
@@ -177,7 +180,7 @@ class TradingEnv:
                               f"{cfg.warmup}; load more history or lower warmup")
         b = cfg.n_envs
         self.n_envs, self.n_assets = b, n
-        self.observation_size = cfg.window * self._ft.shape[1] + n + 1
+        self.observation_size = cfg.window * n_feats + n + 1
         self._gen = torch.Generator(device=dev)
         self._gen.manual_seed(cfg.seed)
         self._win = torch.arange(cfg.window - 1, -1, -1, device=dev)
@@ -239,9 +242,14 @@ class TradingEnv:
     def observe(self) -> torch.Tensor:
         """Observations ``[B, obs_size]``: feature windows, then weights and log equity growth."""
         row = self.series * self._rows + self.t
+        growth = (self.equity / self.config.initial_cash).clamp_min(1e-12).log()
+        if self.config.window == 1:
+            obs = self._ft.index_select(0, row)
+            obs[:, -self.n_assets - 1:-1] = self._w
+            obs[:, -1] = growth
+            return obs
         idx = (row[:, None] - self._win).clamp_min((self.series * self._rows)[:, None])
         f = self._ft.index_select(0, idx.reshape(-1)).view(self.n_envs, -1)
-        growth = (self.equity / self.config.initial_cash).clamp_min(1e-12).log()
         return torch.cat([f, self._w, growth[:, None]], dim=1)
 
     def demonstrations(self) -> torch.Tensor:
@@ -314,7 +322,8 @@ class TradingEnv:
             costs = costs + c_liq
             delta = torch.where(liq_open[:, None], 0.0, delta)
         if self._cap is not None:
-            delta = delta.sign() * torch.minimum(delta.abs(), self._cap * volume.clamp_min(0.0))
+            cap = self._cap * volume.clamp_min(0.0)
+            delta = torch.clamp(delta, min=-cap, max=cap)
         fill_cost = self._costs(delta, open_, volume)
         self.cash = self.cash - (delta * open_).sum(-1) - fill_cost
         self.position = self.position + delta

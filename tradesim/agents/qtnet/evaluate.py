@@ -2,14 +2,22 @@
 
 Every seed trains a fresh policy; the trained policy and the reference policies (buy and hold,
 Dual Thrust) run through :func:`tradesim.engine.backtest.run_backtest` on the held-out span
-only, so the score is the engine's, not the env's. Per-run Sharpe gets a block-bootstrap CI and
-the seeds are summarised with a t-interval (:mod:`tradesim.rewards.stats`).
+only (with the earlier bars visible as history), so the score is the engine's, not the env's.
+Early stopping validates on the last part of the pre-split bars, never on the held-out span.
+Per run, the Sharpe ratio gets a block-bootstrap CI; over seeds, each metric and QTNet's excess
+over each reference get t-intervals; the seed-averaged QTNet returns get a pooled bootstrap CI
+(:mod:`tradesim.rewards.stats`).
 """
 
 from __future__ import annotations
 
+import json
+import math
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,31 +29,111 @@ from tradesim.agents.qtnet.train import TrainConfig, split_market, train
 from tradesim.contracts import Agent
 from tradesim.data.view import MarketData
 from tradesim.engine.backtest import BacktestConfig, run_backtest
+from tradesim.errors import ConfigError
 from tradesim.rewards.stats import aggregate_seeds, bootstrap_sharpe_ci
+
+REFERENCES: tuple[str, ...] = ("buy_and_hold", "dual_thrust")
+_METRICS: tuple[str, ...] = ("total_return", "sharpe", "max_drawdown", "turnover")
+
+
+@dataclass(frozen=True)
+class OOSReport:
+    """Held-out results: one row per (policy, seed), a summary over seeds, equity curves."""
+
+    runs: pd.DataFrame
+    summary: pd.DataFrame  # policy, metric, n, mean, ci_low, ci_high
+    equity: pd.DataFrame  # time x run label ("qtnet/seed0", "buy_and_hold", ...)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def beats(self, reference: str, *, metric: str = "total_return") -> bool:
+        """Whether QTNet's excess over ``reference`` has its whole CI above zero."""
+        row = self.summary[(self.summary["policy"] == f"qtnet - {reference}")
+                           & (self.summary["metric"] == metric)]
+        return bool(len(row)) and float(row["ci_low"].iloc[0]) > 0.0
+
+    def rich_table(self) -> Any:
+        """The summary as a rich Table (mean and CI per policy and metric)."""
+        from rich.table import Table
+
+        conf = self.meta.get("confidence", 0.95)
+        table = Table(title=f"QTNet out of sample: {self.meta.get('held_out', '')}")
+        for col in ("policy", "metric", "n", "mean", f"{conf:.0%} CI"):
+            table.add_column(col, justify="left" if col in ("policy", "metric") else "right")
+        for r in self.summary.itertuples(index=False):
+            table.add_row(r.policy, r.metric, str(r.n), _fmt(r.mean, r.metric),
+                          f"[{_fmt(r.ci_low, r.metric)}, {_fmt(r.ci_high, r.metric)}]")
+        return table
+
+    def save(self, folder: str | Path) -> Path:
+        """Write runs.csv, summary.csv, equity.csv, meta.json and report.html into ``folder``."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        self.runs.to_csv(out / "runs.csv", index=False)
+        self.summary.to_csv(out / "summary.csv", index=False)
+        self.equity.to_csv(out / "equity.csv")
+        (out / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str))
+        (out / "report.html").write_text(_html(self), encoding="utf-8")
+        return out
 
 
 def _score(agent: Agent, market: MarketData, config: BacktestConfig, name: str,
-           seed: int | None) -> dict:
+           seed: int | None, *, n_boot: int, confidence: float) -> tuple[dict, pd.Series]:
     result = run_backtest(config=config, agent=agent, data=market)
-    equity = result.equity["equity"].to_numpy()
-    returns = equity[1:] / equity[:-1] - 1.0
-    ci = bootstrap_sharpe_ci(returns, n_boot=1000, seed=seed or 0)
-    return {"policy": name, "seed": seed, "total_return": equity[-1] / equity[0] - 1.0,
-            "sharpe": ci.sharpe, "sharpe_low": ci.low, "sharpe_high": ci.high,
-            "bars": len(equity)}
+    equity = result.equity["equity"]
+    e = equity.to_numpy()
+    ci = bootstrap_sharpe_ci(e[1:] / e[:-1] - 1.0, n_boot=n_boot, confidence=confidence, seed=0)
+    row = {"policy": name, "seed": seed, "total_return": e[-1] / e[0] - 1.0, "sharpe": ci.sharpe,
+           "sharpe_low": ci.low, "sharpe_high": ci.high,
+           "max_drawdown": float(result.metrics.get("max_drawdown", math.nan)),
+           "turnover": float(result.metrics.get("turnover", math.nan)), "bars": len(e)}
+    return row, equity
+
+
+def _summary(runs: pd.DataFrame, curves: dict[str, pd.Series], *, confidence: float,
+             n_boot: int) -> pd.DataFrame:
+    rows = []
+
+    def add(policy: str, metric: str, values: np.ndarray) -> None:
+        if len(values) > 1:
+            s = aggregate_seeds(values, confidence=confidence)
+            rows.append({"policy": policy, "metric": metric, "n": s.n, "mean": s.mean,
+                         "ci_low": s.ci_low, "ci_high": s.ci_high})
+        else:  # a deterministic reference: one run, no spread
+            rows.append({"policy": policy, "metric": metric, "n": 1, "mean": float(values[0]),
+                         "ci_low": math.nan, "ci_high": math.nan})
+
+    for name, group in runs.groupby("policy", sort=False):
+        for metric in _METRICS:
+            values = group[metric].to_numpy(dtype=np.float64)
+            if np.isfinite(values).all():
+                add(name, metric, values)
+    mine = runs[runs["policy"] == "qtnet"]
+    for ref in REFERENCES:
+        base = runs[runs["policy"] == ref].iloc[0]
+        for metric in ("total_return", "sharpe"):
+            add(f"qtnet - {ref}", metric, mine[metric].to_numpy(dtype=np.float64) - base[metric])
+    pooled = np.mean([curves[k].pct_change().to_numpy()[1:] for k in curves
+                      if k.startswith("qtnet/")], axis=0)
+    ci = bootstrap_sharpe_ci(pooled, n_boot=n_boot, confidence=confidence, seed=0)
+    rows.append({"policy": "qtnet (seed-averaged returns)", "metric": "sharpe", "n": len(mine),
+                 "mean": ci.sharpe, "ci_low": ci.low, "ci_high": ci.high})
+    return pd.DataFrame(rows)
 
 
 def evaluate_out_of_sample(*, market: MarketData, split: str, config: TrainConfig,
                            seeds: Sequence[int] = (0, 1, 2, 3, 4), out_dir: str | Path,
-                           val_fraction: float = 0.2,
-                           device: str = "cpu",
-                           progress: Callable[[str], None] | None = None
-                           ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-run table, per-policy summary over seeds with 95% t-intervals) on the held-out span.
+                           val_fraction: float = 0.2, device: str = "cpu",
+                           n_boot: int = 1000, confidence: float = 0.95,
+                           progress: Callable[[str], None] | None = None) -> OOSReport:
+    """Train one policy per seed on bars before ``split``; score every policy after it.
 
-    Early stopping uses the last ``val_fraction`` of the pre-split bars, never the held-out span.
+    Checkpoints go to ``out_dir/seed{N}/``. Early stopping uses the last ``val_fraction`` of
+    the pre-split bars, never the held-out span.
     """
-    fit, _ = split_market(market, split=split)
+    if len(seeds) < 2:
+        raise ConfigError(f"seeds={list(seeds)}: an interval over seeds needs at least 2 "
+                          "(the issue asks for 5)")
+    fit, held = split_market(market, split=split)
     env = config.env
     bt = BacktestConfig.build(symbols=market.symbols, start=split, costs=env.costs,
                               allow_short=env.allow_short, max_leverage=env.max_leverage,
@@ -53,31 +141,99 @@ def evaluate_out_of_sample(*, market: MarketData, split: str, config: TrainConfi
                               lot_size=env.lot_size)
     timeline = fit.timeline()
     inner = str(timeline[int(len(timeline) * (1.0 - val_fraction))])
-    fit_part, val_part = split_market(fit, split=inner)  # early stopping never sees held-out
+    fit_part, val_part = split_market(fit, split=inner)
     train_data = EnvData.from_market(fit_part, separate=True, allow_short=env.allow_short,
                                      hindsight_teacher=config.hindsight_teacher)
     val_data = EnvData.from_market(val_part, separate=True, allow_short=env.allow_short)
-    rows = [_score(BuyAndHold(), market, bt, "buy_and_hold", None),
-            _score(DualThrust(bars_per_day=1, flat_at_close=False,
-                              allow_short=env.allow_short), market, bt, "dual_thrust", None)]
+    score = {"n_boot": n_boot, "confidence": confidence}
+    references = {"buy_and_hold": BuyAndHold(),
+                  "dual_thrust": DualThrust(bars_per_day=1, flat_at_close=False,
+                                            allow_short=env.allow_short)}
+    rows, curves, seconds = [], {}, []
+    for name, agent in references.items():
+        row, curves[name] = _score(agent, market, bt, name, None, **score)
+        rows.append(row)
     for seed in seeds:
         folder = Path(out_dir) / f"seed{seed}"
-        train(config=config.model_copy(update={"seed": seed}), train_data=train_data,
-              val_data=val_data, device=device, out_dir=folder)
-        rows.append(_score(QTNetAgent(checkpoint=str(folder / "best.pt")), market, bt, "qtnet",
-                           seed))
+        started = time.perf_counter()
+        best = train(config=config.model_copy(update={"seed": seed}), train_data=train_data,
+                     val_data=val_data, device=device, out_dir=folder)
+        seconds.append(time.perf_counter() - started)
+        row, curves[f"qtnet/seed{seed}"] = _score(
+            QTNetAgent(checkpoint=str(folder / "best.pt")), market, bt, "qtnet", seed, **score)
+        rows.append({**row, "best_iteration": best["iteration"],
+                     "val_log_growth": best["val_log_growth"]})
         if progress is not None:
-            progress(f"seed {seed}: total return {rows[-1]['total_return']:+.2%}")
+            progress(f"seed {seed}: held-out return {row['total_return']:+.2%}, Sharpe "
+                     f"{row['sharpe']:.2f} (trained {seconds[-1]:.0f} s)")
     runs = pd.DataFrame(rows)
-    summary = []
-    for name, group in runs.groupby("policy", sort=False):
-        for metric in ("total_return", "sharpe"):
-            values = group[metric].to_numpy(dtype=np.float64)
-            if len(values) > 1:
-                s = aggregate_seeds(values)
-                summary.append({"policy": name, "metric": metric, "n": s.n, "mean": s.mean,
-                                "ci_low": s.ci_low, "ci_high": s.ci_high})
-            else:
-                summary.append({"policy": name, "metric": metric, "n": 1, "mean": values[0],
-                                "ci_low": float("nan"), "ci_high": float("nan")})
-    return runs, pd.DataFrame(summary)
+    equity = pd.DataFrame(curves)
+    meta = {"symbols": list(market.symbols), "split": split, "validation_from": inner,
+            "held_out": f"{', '.join(market.symbols)} {str(equity.index[0])[:10]}.."
+                        f"{str(equity.index[-1])[:10]} ({len(equity)} bars)",
+            "train_bars": int(train_data.lengths.sum()), "val_bars": int(val_data.lengths.sum()),
+            "seeds": list(seeds), "device": str(device), "confidence": confidence,
+            "n_boot": n_boot, "train_seconds": [round(s, 1) for s in seconds],
+            "config": config.model_dump(mode="json"), "fingerprints": market.fingerprints()}
+    report = OOSReport(runs=runs, summary=_summary(runs, curves, confidence=confidence,
+                                                    n_boot=n_boot), equity=equity, meta=meta)
+    report.meta["verdict"] = {ref: report.beats(ref) for ref in REFERENCES}
+    return report
+
+
+def _fmt(x: float, metric: str) -> str:
+    if not math.isfinite(x):
+        return "–"
+    return f"{x:+.1%}" if metric in ("total_return", "max_drawdown") else f"{x:.2f}"
+
+
+def _html(report: OOSReport) -> str:
+    """A self-contained page: summary table, per-run Sharpe CIs, equity curves, setup."""
+    from matplotlib.figure import Figure
+
+    from tradesim.report.tearsheet import CSS, escape_html, figure_png, img_tag
+
+    runs = report.runs
+    labels = [p if s is None or (isinstance(s, float) and math.isnan(s)) else f"{p}/seed{int(s)}"
+              for p, s in zip(runs["policy"], runs["seed"])]
+    fig = Figure(figsize=(10, 0.45 * len(runs) + 1.5))
+    ax = fig.subplots()
+    y = np.arange(len(runs))[::-1]
+    ax.errorbar(runs["sharpe"], y, xerr=[runs["sharpe"] - runs["sharpe_low"],
+                                         runs["sharpe_high"] - runs["sharpe"]],
+                fmt="o", color="#1f4e9c", capsize=4)
+    ax.set_yticks(y, labels)
+    ax.axvline(0, color="black", lw=0.6)
+    ax.set_xlabel("annualised Sharpe, held out, with block-bootstrap CI")
+    ax.grid(alpha=0.3, axis="x")
+    fig2 = Figure(figsize=(10, 3.5))
+    ax2 = fig2.subplots()
+    for name in report.equity.columns:
+        ref = not name.startswith("qtnet/")
+        ax2.plot(report.equity.index, report.equity[name].to_numpy(), lw=1.8 if ref else 0.9,
+                 alpha=1.0 if ref else 0.7, label=name)
+    ax2.set_ylabel("equity")
+    ax2.grid(alpha=0.3)
+    ax2.legend(loc="upper left", fontsize=8)
+
+    def table(frame: pd.DataFrame) -> str:
+        head = "".join(f"<th>{escape_html(c)}</th>" for c in frame.columns)
+        body = "".join("<tr>" + "".join(
+            f"<td>{escape_html(f'{v:.4g}' if isinstance(v, float) else v)}</td>"
+            for v in r) + "</tr>" for r in frame.itertuples(index=False))
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    verdict = ", ".join(f"{'beats' if v else 'does not beat'} {k}"
+                        for k, v in report.meta.get("verdict", {}).items())
+    setup = {k: v for k, v in report.meta.items() if k != "config"}
+    return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>QTNet out of sample"
+            f"</title><style>{CSS}</style></head><body><h1>QTNet out of sample</h1>"
+            f"<p>{escape_html(report.meta.get('held_out', ''))}: QTNet {escape_html(verdict)} "
+            "(total return; whole CI of the excess above zero)</p>"
+            f"<section id=summary><h2>Summary over seeds</h2>{table(report.summary)}</section>"
+            f"<section id=ci><h2>Sharpe per run</h2>{img_tag(figure_png(fig), 'Sharpe CI')}"
+            f"</section><section id=equity><h2>Equity</h2>{img_tag(figure_png(fig2), 'equity')}"
+            f"</section><section id=runs><h2>Runs</h2>{table(runs)}</section>"
+            f"<section id=setup><h2>Setup</h2><pre>{escape_html(json.dumps(setup, indent=1, default=str))}"
+            f"</pre><h3>config</h3><pre>{escape_html(json.dumps(report.meta.get('config'), indent=1))}"
+            "</pre></section></body></html>")
