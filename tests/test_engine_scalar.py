@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ from tradesim.engine.costs import (
 )
 from tradesim.engine.ledger import Ledger
 from tradesim.engine.loop import Engine
-from tradesim.engine.record import Recorder, _json
+from tradesim.engine.record import Recorder, _frame, _json, json_rows
 from tradesim.errors import LedgerInvariantError
 
 _price = st.floats(0.01, 1e4, allow_nan=False)
@@ -136,3 +137,90 @@ def test_engine_accepts_array_rows_and_list_rows_alike() -> None:
                 e.rebalance(weights=np.array([0.5]) if as_array else [0.5])
             equities.append(e.close_step())
     assert equities[:3] == equities[3:] and len({*equities}) > 1
+
+
+def _reference_round_trips(fills: list[tuple[int, int, Fill]]) -> list[dict]:
+    """The per-fill FIFO lot matching the vectorised round trips replaced (kept as the oracle)."""
+    lots: dict[str, deque] = {}
+    out: list[dict] = []
+    for step, _, f in fills:
+        book = lots.setdefault(f.symbol, deque())
+        qty = f.quantity
+        cost_per_share = f.cost / abs(qty)
+        while qty and book and (book[0][0] > 0) != (qty > 0):
+            lot = book[0]
+            closed = min(abs(qty), abs(lot[0]))
+            signed = math.copysign(closed, lot[0])
+            gross = signed * (f.price - lot[1])
+            costs = closed * (lot[4] + cost_per_share)
+            out.append({"symbol": f.symbol, "entry_time": lot[2], "exit_time": f.time,
+                        "quantity": signed, "entry_price": lot[1], "exit_price": f.price,
+                        "gross_pnl": gross, "costs": costs, "pnl": gross - costs,
+                        "return": (gross - costs) / (closed * lot[1]), "bars_held": step - lot[3],
+                        "exit_reason": f.reason})
+            lot[0] -= signed
+            qty += signed
+            if abs(lot[0]) < 1e-12:
+                book.popleft()
+        if abs(qty) > 1e-12:
+            book.append([qty, f.price, f.time, step, cost_per_share])
+    return out
+
+
+_fill_rows = st.lists(st.tuples(
+    st.sampled_from("ABC"), st.integers(-40, 40).filter(bool), st.floats(1.0, 500.0),
+    st.floats(0.0, 5.0), st.floats(0.0, 1.0), st.sampled_from(["rebalance", "liquidation"]),
+    st.integers(0, 2)), max_size=60)
+
+
+def _trades(rows: list[tuple], divisor: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(vectorised, reference) trades tables of fills built from ``rows`` (steps advance by the
+    last field; quantities are the integers divided by ``divisor``)."""
+    clock = np.datetime64("2021-01-04", "ns") + np.arange(200) * np.timedelta64(1, "h")
+    fills, step = [], 0
+    for k, (sym, q, price, comm, slip, reason, advance) in enumerate(rows):
+        step += advance
+        fills.append((step, k + 1, Fill(time=clock[step], symbol=sym, quantity=q / divisor,
+                                        price=price, commission=comm, spread_cost=0.0,
+                                        slippage_cost=slip, reason=reason)))
+    rec = Recorder(clock=clock, symbols=("A", "B", "C"))
+    built = rec.build(config={}, fingerprints={}, fill_mode="next_open", orders=[], fills=fills,
+                      benchmark=None, initial_cash=1e6, meta={})
+    return built.trades, _frame("trades", _reference_round_trips(fills))
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=_fill_rows, divisor=st.sampled_from([1.0, 4.0]))
+def test_vectorised_round_trips_equal_fifo_lot_matching(rows, divisor) -> None:
+    trades, expected = _trades(rows, divisor)
+    pd.testing.assert_frame_equal(trades, expected, check_exact=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=_fill_rows)
+def test_round_trips_of_decimal_fractional_shares_agree_to_rounding(rows) -> None:
+    trades, expected = _trades(rows, 1000.0 / 7.0)
+    pd.testing.assert_frame_equal(trades, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_round_trips_close_lots_first_in_first_out_across_a_flip() -> None:
+    trades, _ = _trades([("A", 10, 100.0, 0.0, 0.0, "rebalance", 0),
+                         ("A", 5, 110.0, 0.0, 0.0, "rebalance", 1),
+                         ("A", -12, 120.0, 0.0, 0.0, "rebalance", 1),
+                         ("A", -8, 90.0, 0.0, 0.0, "liquidation", 1),
+                         ("A", 5, 80.0, 0.0, 0.0, "rebalance", 1)], 1.0)
+    assert trades["quantity"].tolist() == [10.0, 2.0, 3.0, -5.0]
+    assert trades["entry_price"].tolist() == [100.0, 110.0, 110.0, 90.0]
+    assert trades["gross_pnl"].tolist() == [200.0, 20.0, -60.0, 50.0]
+    assert trades["bars_held"].tolist() == [2, 1, 2, 1]
+    assert trades["exit_reason"].tolist() == ["rebalance", "rebalance", "liquidation", "rebalance"]
+
+
+@given(w=st.lists(st.lists(st.one_of(st.floats(width=64), st.just(math.nan)), min_size=3,
+                           max_size=3), max_size=6))
+def test_json_rows_equal_the_journal_json_of_each_row(w) -> None:
+    symbols = ("b", "A", "a\"")
+    weights = np.array(w, dtype=np.float64).reshape(len(w), 3)
+    expected = [_json({s: v for s, v in zip(symbols, row) if not math.isnan(v)})
+                for row in weights.tolist()]
+    assert json_rows(weights=weights, symbols=symbols) == expected

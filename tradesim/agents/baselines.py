@@ -91,13 +91,21 @@ class _WindowSignalAgent(BaseAgent):
         n = len(obs.universe)
         return Decision(weights={s: v / n for s, v in signals.items()}, rationale=self.name)
 
-    def target_weights(self, data: MarketData) -> pd.DataFrame:
-        """Weights decided at every bar end of ``data`` (time x symbol; NaN = hold), at once."""
+    def target_weights(self, data: MarketData, *, start: object | None = None) -> pd.DataFrame:
+        """Weights decided at every bar end of ``data`` (time x symbol; NaN = hold), at once.
+
+        The first decision at or after ``start`` (a run's first bar) states the whole book, as
+        a fresh agent does; earlier rows are warm-up history.
+        """
         per_symbol = {s: np.nan_to_num(_windowed(data.full(s).close, self.lookback, self._signal))
                       for s in data.symbols}
         signals = _aligned(data, per_symbol)  # NaN before a symbol's first bar
         before = signals.shift(1)
         unchanged = (signals.eq(before) | (signals.isna() & before.isna())).all(axis=1)
+        live = _from(signals.index, start)
+        if live.any():
+            first = int(np.argmax(live))
+            unchanged.iloc[first] = bool(signals.iloc[first].isna().all())
         return signals.where(~unchanged) / len(data.symbols)
 
     def state(self) -> dict[str, Any]:
