@@ -3,15 +3,20 @@
 One env-step is one book advancing one bar. The batched env steps 10 daily assets jointly
 (real files from ../shared/data/daily when present, else the synthetic market) with the
 default cost preset on the CPU (or ``--device cuda``). The peer, gym-anytrading's StocksEnv,
-is measured in the same run on one asset. Prints one line per figure.
-Run: ``python benchmarks/drl_env.py [--device auto] [--seconds 2]``.
+is measured in the same run on one asset. Each figure is the median of ``--repeats`` timed runs
+(wall clock; the process's CPU-time rate beside it shows how much a loaded machine cost).
+Torch runs on one CPU thread by default: on a shared 2-core box two intra-op threads spin
+against other processes and were measured 5-30x slower. Prints one line per figure.
+Run: ``python benchmarks/drl_env.py [--device auto] [--seconds 1] [--repeats 5]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,41 +43,59 @@ def _market() -> tuple[MarketData, str]:
     return MarketData({s: src.load(s) for s in src.symbols()}), "synthetic daily 2005-2017"
 
 
-def _batched(data: EnvData, n_envs: int, device: torch.device, seconds: float) -> float:
+def _timed(run: Callable[[], tuple[int, float, float]], repeats: int) -> tuple[float, float]:
+    """Median (wall-clock, CPU-time) rates over ``repeats`` calls of ``run()``."""
+    rates = [run() for _ in range(repeats)]
+    return (statistics.median(s / w for s, w, _ in rates),
+            statistics.median(s / max(c, 1e-9) for s, _, c in rates))
+
+
+def _batched(data: EnvData, n_envs: int, device: torch.device, seconds: float,
+             repeats: int) -> tuple[float, float]:
     env = TradingEnv(data=data, device=device,
                      config=EnvConfig(n_envs=n_envs, episode_len=256, dtype="float32"))
     env.reset()
     g = torch.Generator(device=device).manual_seed(0)
     actions = torch.rand(16, n_envs, env.n_assets, generator=g, device=device) * 2 - 1
-    for i in range(3):
-        env.step(actions[i])
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for i in range(16):
+
+    def run() -> tuple[int, float, float]:
+        steps, start, cpu = 0, time.perf_counter(), time.process_time()
+        with torch.inference_mode():
+            while time.perf_counter() - start < seconds:
+                for i in range(16):
+                    env.step(actions[i])
+                steps += 16
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+        return steps * n_envs, time.perf_counter() - start, time.process_time() - cpu
+
+    with torch.inference_mode():
+        for i in range(3):
             env.step(actions[i])
-        steps += 16
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return steps * n_envs / (time.perf_counter() - start)
+    return _timed(run, repeats)
 
 
-def _gym(data: EnvData, seconds: float) -> float:
+def _gym(data: EnvData, seconds: float, repeats: int) -> tuple[float, float]:
     from tradesim.agents.qtnet.gym_env import QTNetGymEnv
 
     env = QTNetGymEnv(data=data, config=EnvConfig(episode_len=256))
     env.reset(seed=0)
     action = np.zeros(env.action_space.shape, dtype=np.float32)
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        action[:] = np.sin(steps)
-        _, _, term, trunc, _ = env.step(action)
-        if term or trunc:
-            env.reset()
-        steps += 1
-    return steps / (time.perf_counter() - start)
+
+    def run() -> tuple[int, float, float]:
+        steps, start, cpu = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - start < seconds:
+            action[:] = np.sin(steps)
+            _, _, term, trunc, _ = env.step(action)
+            if term or trunc:
+                env.reset()
+            steps += 1
+        return steps, time.perf_counter() - start, time.process_time() - cpu
+
+    return _timed(run, repeats)
 
 
-def _anytrading(market: MarketData, seconds: float) -> float | None:
+def _anytrading(market: MarketData, seconds: float, repeats: int) -> tuple[float, float] | None:
     try:
         from gym_anytrading.envs import StocksEnv
     except ImportError:
@@ -80,20 +103,27 @@ def _anytrading(market: MarketData, seconds: float) -> float | None:
     frame = market.full(market.symbols[0]).frame().rename(columns=str.capitalize)
     env = StocksEnv(df=frame, window_size=10, frame_bound=(10, len(frame)))
     env.reset(seed=0)
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        _, _, term, trunc, _ = env.step(steps % 2)
-        if term or trunc:
-            env.reset()
-        steps += 1
-    return steps / (time.perf_counter() - start)
+
+    def run() -> tuple[int, float, float]:
+        steps, start, cpu = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - start < seconds:
+            _, _, term, trunc, _ = env.step(steps % 2)
+            if term or trunc:
+                env.reset()
+            steps += 1
+        return steps, time.perf_counter() - start, time.process_time() - cpu
+
+    return _timed(run, repeats)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="auto | cpu | cuda | mps")
-    parser.add_argument("--seconds", type=float, default=2.0, help="timing per figure")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="timing per repeat")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure (median)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's)")
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)),
+                        help="comma-separated n_envs")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -101,24 +131,25 @@ def main() -> None:
     market, what = _market()
     data = EnvData.from_market(market)
     print(f"data: {what}, {data.n_assets} assets x {int(data.lengths[0])} bars; device {device}; "
-          f"torch threads {torch.get_num_threads()}")
+          f"torch threads {torch.get_num_threads()}; median of {args.repeats} x {args.seconds:g} s")
     best = 0.0
-    for n in BATCHES:
-        rate = _batched(data, n, device, args.seconds)
+    for n in (int(b) for b in args.batches.split(",")):
+        rate, cpu_rate = _batched(data, n, device, args.seconds, args.repeats)
         best = max(best, rate)
-        print(f"batched env, n_envs={n:>6}: {rate:>14,.0f} env-steps/s (x{data.n_assets} assets)")
+        print(f"batched env, n_envs={n:>6}: {rate:>14,.0f} env-steps/s (x{data.n_assets} assets; "
+              f"{cpu_rate:,.0f} per CPU-second)")
     one = EnvData.from_market(MarketData({SYMBOLS[0]: market.full(market.symbols[0])}))
-    gym_rate = _gym(one, args.seconds)
+    gym_rate, _ = _gym(one, args.seconds, args.repeats)
     print(f"gymnasium wrapper (1 env, 1 asset): {gym_rate:>14,.0f} env-steps/s")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        peer = _anytrading(market, args.seconds)
+        peer = _anytrading(market, args.seconds, args.repeats)
     if peer is None:
         print("gym-anytrading: not installed (pip install gym-anytrading)")
         return
-    print(f"gym-anytrading StocksEnv (1 env, 1 asset): {peer:>14,.0f} env-steps/s")
-    print(f"ratio best batched / gym-anytrading: {best / peer:,.1f}x; "
-          f"gymnasium wrapper / gym-anytrading: {gym_rate / peer:.3f}x")
+    print(f"gym-anytrading StocksEnv (1 env, 1 asset): {peer[0]:>14,.0f} env-steps/s")
+    print(f"ratio best batched / gym-anytrading: {best / peer[0]:,.1f}x; "
+          f"gymnasium wrapper / gym-anytrading: {gym_rate / peer[0]:.3f}x")
     print(f"target >= 1,000,000 batched env-steps/s: {'met' if best >= 1e6 else 'NOT met'} "
           f"({best:,.0f})")
 

@@ -26,7 +26,7 @@ class _Scripted(BaseAgent):
 
     def decide(self, obs: Observation) -> Decision:
         row = self.weights[obs.step]
-        return Decision(weights={s: float(w) for s, w in zip(self.symbols, row)})
+        return Decision(weights={s: float(w) for s, w in zip(self.symbols, row, strict=True)})
 
 
 def _bars(symbol: str, close: np.ndarray, *, volume: np.ndarray | None = None,

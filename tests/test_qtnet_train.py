@@ -191,7 +191,8 @@ def test_stable_baselines3_ppo_trains_on_the_gymnasium_wrapper():
     before = [p.detach().clone() for p in model.policy.parameters()]
     model.learn(total_timesteps=256)
     assert model.num_timesteps >= 256
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.parameters()))
+    after = model.policy.parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
 
 class _FullRecompute(QTNetAgent):

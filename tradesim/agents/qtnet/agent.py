@@ -95,7 +95,7 @@ class QTNetAgent(BaseAgent):
             act = a[0, 0].cpu().numpy().clip(-1.0, 1.0)
             if not self.env.allow_short:
                 act = np.maximum(act, 0.0)
-            weights.update({s: float(v) * scale for s, v in zip(group, act)})
+            weights.update({s: float(v) * scale for s, v in zip(group, act, strict=True)})
         return Decision(weights=weights, rationale="qtnet policy")
 
     def state(self) -> dict[str, Any]:

@@ -234,8 +234,8 @@ class TradingEnv:
         self.cash = torch.where(mask, cfg.initial_cash, self.cash)
         self.position = torch.where(mask[:, None], 0.0, self.position)
         self.equity = torch.where(mask, cfg.initial_cash, self.equity)
-        self._close = torch.where(mask[:, None], self._bar(self.series * self._rows + self.t)[..., 3],
-                                  self._close)
+        close = self._bar(self.series * self._rows + self.t)[..., 3]
+        self._close = torch.where(mask[:, None], close, self._close)
         self._w = torch.where(mask[:, None], 0.0, self._w)
         self.reward_fn.reset(equity=self.equity, mask=mask)
 
@@ -362,7 +362,8 @@ def scripted_equity(*, data: EnvData, weights: np.ndarray, config: EnvConfig,
     cfg = config.model_copy(update={"n_envs": 1, "episode_len": None, "warmup": max(start, 1)})
     env = TradingEnv(data=data, config=cfg)
     one = torch.tensor([series])
-    env.reset(series=one, start=torch.tensor([start]), end=torch.tensor([int(data.lengths[series]) - 1]))
+    env.reset(series=one, start=torch.tensor([start]),
+              end=torch.tensor([int(data.lengths[series]) - 1]))
     scale = cfg.max_leverage / env.n_assets
     out = [float(env.equity[0])]
     for k in range(min(weights.shape[0] - 1, int(data.lengths[series]) - 1 - start)):

@@ -195,7 +195,7 @@ def _html(report: OOSReport) -> str:
 
     runs = report.runs
     labels = [p if s is None or (isinstance(s, float) and math.isnan(s)) else f"{p}/seed{int(s)}"
-              for p, s in zip(runs["policy"], runs["seed"])]
+              for p, s in zip(runs["policy"], runs["seed"], strict=True)]
     fig = Figure(figsize=(10, 0.45 * len(runs) + 1.5))
     ax = fig.subplots()
     y = np.arange(len(runs))[::-1]
@@ -234,6 +234,7 @@ def _html(report: OOSReport) -> str:
             f"<section id=ci><h2>Sharpe per run</h2>{img_tag(figure_png(fig), 'Sharpe CI')}"
             f"</section><section id=equity><h2>Equity</h2>{img_tag(figure_png(fig2), 'equity')}"
             f"</section><section id=runs><h2>Runs</h2>{table(runs)}</section>"
-            f"<section id=setup><h2>Setup</h2><pre>{escape_html(json.dumps(setup, indent=1, default=str))}"
-            f"</pre><h3>config</h3><pre>{escape_html(json.dumps(report.meta.get('config'), indent=1))}"
+            f"<section id=setup><h2>Setup</h2><pre>"
+            f"{escape_html(json.dumps(setup, indent=1, default=str))}</pre><h3>config</h3><pre>"
+            f"{escape_html(json.dumps(report.meta.get('config'), indent=1))}"
             "</pre></section></body></html>")

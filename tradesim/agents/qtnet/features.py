@@ -64,7 +64,7 @@ def _ewm_vol(returns: np.ndarray, span: int) -> np.ndarray:
 
 
 def _rolling_z(x: np.ndarray, rows: np.ndarray, span: int) -> np.ndarray:
-    """z-score of ``x[t]`` in its trailing ``span`` values (incl. t; >= 2 seen, else NaN) at ``rows``."""
+    """z-score of ``x[t]`` among its trailing ``span`` values (incl. t; NaN under 2) at ``rows``."""
     pad = np.vstack([np.full((span - 1, x.shape[1]), np.nan), x])
     win = sliding_window_view(pad, span, axis=0)[rows]  # [R, N, span]
     n = np.isfinite(win).sum(-1)

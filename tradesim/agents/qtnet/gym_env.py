@@ -1,4 +1,4 @@
-"""Gymnasium single-env wrapper of :class:`TradingEnv` (for stable-baselines3 and other libraries)."""
+"""Gymnasium single-env wrapper of :class:`TradingEnv` (for stable-baselines3 and others)."""
 
 from __future__ import annotations
 

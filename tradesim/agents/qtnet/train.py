@@ -7,6 +7,14 @@ critic into the actor) plus ``bc_weight x`` behaviour cloning toward the best te
 step, applied only at steps where the critic rates that teacher above the policy (Q-filter).
 ``bc_weight`` decays linearly to 0. Validation runs the deterministic policy on held-out data;
 the best checkpoint is kept and training stops after ``patience`` evaluations without gain.
+
+Why recurrent DPG rather than recurrent PPO: the action is a continuous target weight and the
+imitation signal must be gated per step by a critic that scores *arbitrary* actions (the
+teachers' as well as the policy's), which a Q-function gives and PPO's state-value critic does
+not; an off-policy replay of whole sequences also reuses every batched-env episode many times
+(``updates`` steps per rollout), where PPO discards them after a few epochs. This is iRDPG's
+design (Liu et al., AAAI-20), which QTNet builds on; we did not run a PPO comparison, and the
+gymnasium wrapper lets stable-baselines3 PPO train on the same env for anyone who wants one.
 """
 
 from __future__ import annotations
@@ -261,7 +269,7 @@ def train(*, config: TrainConfig, train_data: EnvData, val_data: EnvData | None 
                 opt_a.step()
                 with torch.no_grad():
                     for net, tgt in ((actor, t_actor), (critic, t_critic)):
-                        for p, tp in zip(net.parameters(), tgt.parameters()):
+                        for p, tp in zip(net.parameters(), tgt.parameters(), strict=True):
                             tp.lerp_(p, config.tau)
             row = {"iteration": it, "env_steps": steps, "critic_loss": float(lc.detach()),
                    "actor_loss": float(la.detach()), "q_pi": info["q_pi"], "bc_weight": bc_w,
