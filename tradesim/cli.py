@@ -557,7 +557,8 @@ def train_qtnet(
     episode_len: int = typer.Option(64),
     hidden: int = typer.Option(64),
     costs: str = typer.Option("default", help="zero | default | retail | path.toml"),
-    allow_short: bool = typer.Option(True),
+    allow_short: bool = typer.Option(True, help="train a long/short policy (backtest it with "
+                                                 "--allow-short)"),
     max_leverage: float = typer.Option(1.0),
     bc_weight: float = typer.Option(1.0, help="initial Q-filtered behaviour-cloning weight"),
     hindsight_teacher: bool = typer.Option(False, help="TRAINING ONLY: add a look-ahead teacher"),
@@ -613,8 +614,8 @@ def train_qtnet(
                      out_dir=out, progress=show)
     console.print(f"best validation log growth {best['val_log_growth']:.4f} at iteration "
                   f"{best['iteration']}; checkpoint {out / 'best.pt'}, log {out / 'log.csv'}")
-    console.print(f"backtest it: agent = \"tradesim.agents.qtnet:QTNetAgent\", "
-                  f"agent_params = {{checkpoint = \"{out / 'best.pt'}\"}}")
+    console.print(f"backtest it: tradesim backtest --agent qtnet --param checkpoint={out / 'best.pt'}"
+                  + (" --allow-short" if allow_short else "") + " --symbols ...")
 
 
 
