@@ -39,3 +39,17 @@ def test_bad_input_is_one_clear_error_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["backtest", "--symbols", "NOPE", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2
     assert "NOPE" in result.output
+
+
+def test_a_config_file_decides_and_only_typed_flags_override_it(tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text('agent = "macd"\nsymbols = ["ALPHA"]\nfill = "close"\ncosts = "zero"\n'
+                      'max_leverage = 1.5\nstart = "2016-01-01"\nend = "2016-12-31"\n')
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["backtest", "--config", str(config), "--end", "2016-06-30",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = RunResult.load(out).config
+    assert (saved["agent"], saved["fill"], saved["max_leverage"]) == ("macd", "close", 1.5)
+    assert saved["costs"]["commission_bps"] == 0.0
+    assert (saved["start"], saved["end"]) == ("2016-01-01", "2016-06-30")  # the typed flag wins

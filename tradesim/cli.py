@@ -240,6 +240,7 @@ def _parse_params(pairs: list[str]) -> dict[str, object]:
 
 @app.command("backtest")
 def backtest(
+    ctx: typer.Context,
     agent: _Ann[str, typer.Option(help="built-in name, module:Class, or TOML spec "
                                        "(tradesim.agents.registry lists them)")] = "sma_cross",
     symbols: _Ann[str | None, typer.Option(help="comma-separated; default: the source's universe "
@@ -295,13 +296,16 @@ def backtest(
         fields["symbols"] = symbols
     if path is not None:
         fields["source_options"] = {"root": str(path)}
-    if benchmark is not None or source == "sample":
+    if benchmark is not None or (source == "sample" and config is None):
         fields["benchmark"] = benchmark or _DEFAULT_BENCHMARK
-    folder = out or _DataPath("runs") / (
-        f"{dt.datetime.now():%Y%m%d-%H%M%S}-{agent.replace(':', '_').replace('/', '_')}")
+    if config is not None:  # the file decides; only flags typed on the command line override it
+        fields = {key: value for key, value in fields.items()
+                  if _given(ctx, _CONFIG_FLAGS.get(key, key))}
     try:
         cfg = (BacktestConfig.from_toml(config, **fields) if config
                else BacktestConfig.build(**fields))
+        folder = out or _DataPath("runs") / (
+            f"{dt.datetime.now():%Y%m%d-%H%M%S}-{cfg.agent.replace(':', '_').replace('/', '_')}")
         if dry_run:
             _print_estimate(console, estimate_backtest(config=cfg))
             return
@@ -320,6 +324,17 @@ def backtest(
             console.print(f"[yellow]partial run record saved to {folder}[/yellow]")
         raise _data_fail(exc) from None
     _print_summary(console, result, folder)
+
+
+# config field -> the backtest flag that sets it, where the names differ
+_CONFIG_FLAGS = {"agent_params": "param", "initial_cash": "cash", "source_options": "path"}
+
+
+def _given(ctx: typer.Context, flag: str) -> bool:
+    """Whether ``flag`` was typed on the command line (not left at its default)."""
+    from click.core import ParameterSource
+
+    return ctx.get_parameter_source(flag) == ParameterSource.COMMANDLINE
 
 
 def _print_estimate(console, plan: dict) -> None:
