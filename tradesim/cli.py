@@ -332,9 +332,8 @@ _CONFIG_FLAGS = {"agent_params": "param", "initial_cash": "cash", "source_option
 
 def _given(ctx: typer.Context, flag: str) -> bool:
     """Whether ``flag`` was typed on the command line (not left at its default)."""
-    from click.core import ParameterSource
-
-    return ctx.get_parameter_source(flag) == ParameterSource.COMMANDLINE
+    source = ctx.get_parameter_source(flag)  # typer may ship its own click: compare by name
+    return getattr(source, "name", None) == "COMMANDLINE"
 
 
 def _print_estimate(console, plan: dict) -> None:
