@@ -16,6 +16,7 @@ from tradesim.errors import (
     ConfigError,
     DataFormatError,
     DataQualityError,
+    DataQualityWarning,
     DataSourceError,
     UnknownSymbolError,
 )
@@ -79,7 +80,7 @@ def test_yahoo_file_scales_by_adj_close_unless_raw_asked(shared_data: Path) -> N
 
 def test_fnspid_midnight_utc_dates_become_session_closes(shared_data: Path) -> None:
     src = FileSource(shared_data / "fnspid", quality="warn")
-    with pytest.warns(Warning):  # the 2020-07-06 splice is reported, not hidden
+    with pytest.warns(DataQualityWarning, match="2020-07-06"):  # the splice is reported, not hidden
         goog = src.load("GOOG")
     assert goog.interval == "1d" and goog.adjusted
     assert goog.time[0] == _stamp("2019-02-06T21:00")
@@ -238,3 +239,11 @@ def test_auto_layout_reads_semicolon_headers_and_gzip(tmp_path: Path) -> None:
     packed.write_bytes(gzip.compress(path.read_bytes()))
     bars = read_bars(packed)
     assert bars.symbol == "Y" and bars.time[0] == _stamp("2020-01-02T21:00")
+
+
+def test_a_file_that_is_not_parquet_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "prices.parquet"
+    bad.write_text("Date,Open\n2020-01-02,1\n")
+    with pytest.raises(DataFormatError, match="not a readable Parquet file") as info:
+        read_bars(bad)
+    assert info.value.path == str(bad)

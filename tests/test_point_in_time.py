@@ -116,3 +116,17 @@ def test_exactly_on_a_stamp_includes_that_bar_and_headline() -> None:
     assert view.count("AAA") == 2
     assert len(view.news()) == 1
     assert view.time == _BASE + 10 * _MIN
+
+
+def test_a_long_window_outlives_the_market_data_it_came_from() -> None:
+    import gc
+
+    full = _bars("AAA", list(range(0, 50_000, 7)))
+    market = MarketData({"AAA": full})
+    window = market.as_of(_BASE + 21_000 * _MIN)["AAA"]
+    assert len(window) > 2048  # a zero-copy window, not a copy
+    expected = full.close[:len(window)].copy()
+    del market, full
+    gc.collect()
+    _ = [np.random.default_rng(i).random(10_000) for i in range(20)]  # reuse freed memory
+    assert np.array_equal(window.close, expected)

@@ -560,8 +560,9 @@ def train_qtnet(
     split: str = typer.Option(..., help="date: bars before it train, bars from it validate"),
     interval: str = typer.Option("1d", help="bar interval: 1d or 1m 5m ... (minute files)"),
     quality: str = typer.Option("raise", help="raise | warn | repair"),
-    separate: bool = typer.Option(True, help="one single-asset series per symbol (--joint: "
-                                             "one policy over all symbols)"),
+    separate: bool = typer.Option(True, "--separate/--joint",
+                                  help="one single-asset series per symbol, or one joint "
+                                       "policy over all symbols"),
     device: str = typer.Option("auto", help="auto (cuda > mps > cpu) | cpu | cuda | mps"),
     threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)"),
     seed: int = typer.Option(0),

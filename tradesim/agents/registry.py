@@ -121,7 +121,9 @@ def _build(cls: Any, params: dict[str, Any], *, spec: str) -> Agent:
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"agent {spec!r}: bad parameters {params}: {exc}") from None
+        hint = (" (pass each as --param NAME=VALUE, or agent_params in a config)"
+                if "missing" in str(exc) else "")
+        raise ConfigError(f"agent {spec!r}: bad parameters {params}: {exc}{hint}") from None
     if not isinstance(agent, Agent):
         raise ConfigError(f"agent {spec!r} built a {type(agent).__name__}, which lacks the Agent "
                           "interface (name, decide, update, state, load_state); subclass "

@@ -254,8 +254,17 @@ def _read_text(path: Path, layout: str) -> tuple[pd.DataFrame, int]:
     return frame, first_row
 
 
+def read_parquet_file(path: Path) -> pd.DataFrame:
+    """A Parquet file as a frame, or a DataFormatError naming it when it is not readable Parquet."""
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataFormatError(f"not a readable Parquet file ({type(exc).__name__}: {exc}); "
+                              "re-export it, or use .csv if it is text", path=str(path)) from None
+
+
 def _read_parquet(path: Path) -> pd.DataFrame:
-    frame = pd.read_parquet(path)
+    frame = read_parquet_file(path)
     if isinstance(frame.index, pd.DatetimeIndex) or frame.index.name:
         frame = frame.reset_index()
     if frame.empty:

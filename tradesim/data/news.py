@@ -15,7 +15,7 @@ import pandas as pd
 
 from tradesim.data import calendars
 from tradesim.data.bars import News
-from tradesim.data.files import parse_stamps
+from tradesim.data.files import parse_stamps, read_parquet_file
 from tradesim.errors import ConfigError, DataFormatError
 
 NEWS_FIELDS: tuple[str, ...] = ("published_at", "symbol", "title", "body", "source")
@@ -90,7 +90,7 @@ def _read(path: Path) -> tuple[pd.DataFrame, int]:
     if not path.is_file():
         raise FileNotFoundError(f"no news file at {path}")
     if path.suffix.lower() in (".parquet", ".pq"):
-        frame, first_row = pd.read_parquet(path), 1
+        frame, first_row = read_parquet_file(path), 1
     else:
         if path.stat().st_size == 0:
             raise DataFormatError("file is empty; expected a header line and headlines",

@@ -152,6 +152,7 @@ def _prefix_view(arr: np.ndarray, i: int, j: int) -> np.ndarray:
     """
     size = arr.itemsize
     buf = (ctypes.c_char * ((j - i) * size)).from_address(arr.ctypes.data + i * size)
+    buf._owner = arr  # keeps the memory alive as long as the view (private, like any internals)
     out = np.frombuffer(buf, dtype=arr.dtype)
     out.flags.writeable = False
     return out

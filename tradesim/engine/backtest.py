@@ -200,10 +200,8 @@ def _finish(config: BacktestConfig, data: MarketData, agent: Agent, engine: Engi
     for event in engine.events:
         recorder.event(**event)
     meta["seconds"] = round(_time.perf_counter() - started, 6)
-    try:
-        from tradesim.rewards.metrics import compute_metrics
-    except ImportError:
-        compute_metrics = None
+    from tradesim.rewards.metrics import compute_metrics
+
     result = recorder.build(config=config.model_dump(mode="json"), fingerprints=data.fingerprints(),
                             fill_mode=config.fill, orders=engine.broker.orders, fills=engine.fills,
                             benchmark=bench, initial_cash=config.initial_cash, meta=meta,

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tradesim.errors import ConfigError
 
-_YEAR_NS = 365.25 * 86_400 * 1e9
+YEAR_NS = 365.25 * 86_400 * 1e9  # a year in nanoseconds: borrow fees accrue over elapsed time
 
 
 class CostModel(BaseModel):
@@ -142,11 +142,11 @@ def borrow_fee(positions: np.ndarray, marks: np.ndarray, bps_annual: float, elap
     if not bps_annual or elapsed_ns <= 0:
         return 0.0
     short_value = float(np.sum(np.where(positions < 0, -positions * marks, 0.0)))
-    return short_value * bps_annual * 1e-4 * elapsed_ns / _YEAR_NS
+    return short_value * bps_annual * 1e-4 * elapsed_ns / YEAR_NS
 
 
 def borrow_fee_on(short_value: float, bps_annual: float, elapsed_ns: float) -> float:
     """Scalar :func:`borrow_fee` given the short side's market value (a positive number)."""
     if not bps_annual or elapsed_ns <= 0:
         return 0.0
-    return short_value * bps_annual * 1e-4 * elapsed_ns / _YEAR_NS
+    return short_value * bps_annual * 1e-4 * elapsed_ns / YEAR_NS

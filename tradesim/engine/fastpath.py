@@ -590,8 +590,8 @@ def _result(sim: SimResult, w: np.ndarray, universe: tuple[str, ...], clock: np.
     decisions = {"step": steps, "weights": json_rows(weights=w[steps], symbols=universe),
                  "stop_loss": "{}", "take_profit": "{}", "confidence": math.nan,
                  "rationale": "precomputed weights (fast path)", "llm_calls": "[]",
-                 "fallback": [fallback.get(int(i), "") for i in steps],
-                 "error": [error.get(int(i), "") for i in steps]}
+                 "fallback": [fallback.get(i, "") for i in steps.tolist()] if fallback else "",
+                 "error": [error.get(i, "") for i in steps.tolist()] if error else ""}
     e = sim.events
     for k in range(len(e["step"])):
         i = int(e["step"][k])

@@ -310,7 +310,7 @@ def _validate(decision: object, *, universe: dict[str, int], ledger: Ledger,
         if not allow_short and any(x < 0 for x in w):
             bad = [s for s, j in universe.items() if w[j] < 0]
             raise _InvalidDecision(f"negative weight for {', '.join(bad)} but shorting is off; "
-                                   "set allow_short = true in the config or return weights >= 0")
+                                   "set allow_short = true in the config (--allow-short) or return weights >= 0")
         no_price = [s for s, j in universe.items() if w[j] != 0 and w[j] == w[j]
                     and not has_price[j]]
         if no_price:

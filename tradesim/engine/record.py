@@ -2,7 +2,9 @@
 
 A run folder holds ``config.json``, ``meta.json`` (fingerprints, fill mode, metrics, run facts) and
 one Parquet file per table; ``RunResult.load`` reads it back exactly. The recorder keeps per-step
-numbers in preallocated arrays and raw Python records, and builds DataFrames once at the end.
+numbers in preallocated arrays and raw Python records, and builds DataFrames once at the end;
+the fast path hands it NumPy columns instead (``build_from_arrays``). Round trips are matched
+FIFO on arrays, per symbol.
 """
 
 from __future__ import annotations
@@ -47,30 +49,31 @@ def _frame(name: str, rows: list[dict]) -> pd.DataFrame:
 
 def _columns_frame(name: str, data: Mapping[str, Any], rows: int = 0) -> pd.DataFrame:
     """:func:`_frame` from columns: lists, NumPy arrays, ``pd.Categorical`` (a few repeated
-    strings, expanded by Arrow rather than per row) or a scalar repeated over ``rows``."""
-    out = {}
+    strings, expanded by Arrow rather than per row) or a scalar repeated over ``rows``.
+
+    Columns are built as arrays, not Series, so the frame does not align indexes per column.
+    """
+    out: dict[str, Any] = {}
     for c, dt in _COLUMNS[name].items():
         v = data[c]
-        if isinstance(v, (str, int, float)):
-            v = (pd.Categorical.from_codes(np.zeros(rows, np.int8), [v]) if dt == "str"
-                 else np.full(rows, v))
-        if dt.startswith("datetime"):
-            out[c] = pd.Series(v, dtype="datetime64[ns]").dt.tz_localize("UTC")
-        elif dt == "str":
-            out[c] = _str_column(v)
+        if dt == "str":
+            out[c] = (_take_str([v], np.zeros(rows, np.int8)) if isinstance(v, str)
+                      else _take_str(v.categories, v.codes) if isinstance(v, pd.Categorical)
+                      else pd.array(v, dtype="str"))
+        elif dt.startswith("datetime"):
+            out[c] = pd.DatetimeIndex(np.asarray(v, "datetime64[ns]")).tz_localize("UTC")
         else:
-            out[c] = pd.Series(v, dtype=dt)
+            out[c] = np.full(rows, v, dtype=dt) if isinstance(v, (int, float)) else np.asarray(
+                v, dtype=dt)
     return pd.DataFrame(out)
 
 
-def _str_column(values: Any) -> pd.Series:
-    """A ``str`` column; a categorical is expanded by an Arrow take on its codes."""
-    if not isinstance(values, pd.Categorical):
-        return pd.Series(values, dtype="str")
+def _take_str(names: Sequence[Any], codes: np.ndarray) -> Any:
+    """A ``str`` array of ``names[codes]``, gathered by Arrow (no Python object per row)."""
     import pyarrow as pa
 
-    names = pa.array([str(x) for x in values.categories], type=pa.large_string())
-    return pd.Series(pd.array(names.take(pa.array(values.codes)), dtype="str"))
+    table = pa.array([str(x) for x in names], type=pa.large_string())
+    return pd.array(table.take(pa.array(np.asarray(codes))), dtype="str")
 
 
 def _utc_index(stamps: np.ndarray) -> pd.DatetimeIndex:
@@ -254,6 +257,7 @@ class Recorder:
                   orders: pd.DataFrame, fills: Mapping[str, Any], decisions: pd.DataFrame,
                   benchmark: np.ndarray | None, initial_cash: float, meta: dict[str, Any],
                   metrics_fn: Any) -> RunResult:
+        """The RunResult around built orders/decisions tables and fill columns."""
         self._flush()
         n = self.steps
         index = _utc_index(self.clock[:n])
@@ -299,8 +303,7 @@ class Recorder:
         symbol = pd.Categorical.from_codes(col, list(self.symbols))
         reason = fills["reason"]
         if not isinstance(reason, pd.Categorical):
-            reason = (pd.Categorical.from_codes(np.zeros(len(step), np.int8), [reason])
-                      if isinstance(reason, str) else pd.Categorical(np.asarray(reason, object)))
+            reason = pd.Categorical([reason] * len(step) if isinstance(reason, str) else reason)
         table = _columns_frame("fills", {**num, "time": time, "step": step, "symbol": symbol,
                                          "reason": reason, "order_id": fills["order_id"]},
                                len(step))
@@ -366,16 +369,26 @@ def _journal_frame(journal: list[tuple]) -> pd.DataFrame:
 
 def json_rows(*, weights: np.ndarray, symbols: Sequence[str]) -> list[str]:
     """Per row of ``weights`` (T, N; NaN = absent) the JSON object :func:`_json` writes for the
-    mapping symbol -> weight, built column-wise (numpy prints floats as ``repr`` does)."""
+    mapping symbol -> weight: one %-template per pattern of given symbols, filled per row."""
     w = np.asarray(weights, dtype=np.float64)
-    order = sorted(range(len(symbols)), key=lambda j: str(symbols[j]))
-    w = w[:, order]
-    text = w.astype(str).astype(object)
-    bad = ~np.isfinite(w) & ~np.isnan(w)
-    text[bad] = [json.dumps(float(x)) for x in w[bad]]
-    keys = np.array([json.dumps(str(symbols[j])) + ": " for j in order], dtype=object)
-    parts = np.where(np.isnan(w), "", keys + text)
-    return ["{" + ", ".join(filter(None, row)) + "}" for row in parts.tolist()]
+    names = sorted(str(s) for s in symbols)
+    w = w[:, sorted(range(len(symbols)), key=lambda j: str(symbols[j]))]
+    keys = [json.dumps(s).replace("%", "%%") + ": %r" for s in names]
+    given = ~np.isnan(w)
+    out = [""] * len(w)
+    if not len(w):
+        return out
+    patterns, which = np.unique(given, axis=0, return_inverse=True)
+    which = which.ravel()
+    for p, pattern in enumerate(patterns):
+        at = np.flatnonzero(which == p)
+        template = "{" + ", ".join(k for k, g in zip(keys, pattern) if g) + "}"
+        for i, text in zip(at.tolist(), map(template.__mod__,
+                                             map(tuple, w[np.ix_(at, pattern)].tolist()))):
+            out[i] = text
+    for i in np.flatnonzero(np.isinf(w).any(axis=1)):  # JSON spells them Infinity
+        out[i] = _json({s: v for s, v, g in zip(names, w[i].tolist(), given[i]) if g})
+    return out
 
 
 _FLAT = 1e-12  # shares: smaller remainders are rounding, not positions (as the ledger's lots)

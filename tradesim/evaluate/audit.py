@@ -111,7 +111,7 @@ class AuditReport:
 
 
 @dataclass(frozen=True, slots=True)
-class _Run:
+class AuditRun:
     """A canary's run: the result (partial on an engine error), the error, returns and weights."""
 
     result: RunResult | None
@@ -128,17 +128,17 @@ class _Market:
 
     data: MarketData
     values: dict[str, float]  # reference metric values for the preference term
-    runs: dict[str, _Run]
+    runs: dict[str, AuditRun]
     scores: dict[str, Score]
 
 
-class _Auditor:
+class Auditor:
     def __init__(self, *, config: BacktestConfig, score: ScoreConfig,
                  progress: Callable[[str], None] | None) -> None:
         self.config, self.score_config, self.progress = config, score, progress
 
     def run(self, agent: Agent, market: MarketData, *, bars: int | None = None,
-            **overrides: Any) -> _Run:
+            **overrides: Any) -> AuditRun:
         """Run ``agent`` through the real engine; returns padded to ``bars`` (ruin stays ruin)."""
         if self.progress is not None:
             self.progress(getattr(agent, "name", type(agent).__name__))
@@ -161,7 +161,7 @@ class _Auditor:
         scores = {k: self.hardened(v, values) for k, v in runs.items()}
         return _Market(data=data, values=values, runs=runs, scores=scores)
 
-    def hardened(self, run: _Run, values: Mapping[str, float]) -> Score | None:
+    def hardened(self, run: AuditRun, values: Mapping[str, float]) -> Score | None:
         if len(run.returns) < 2:
             return None
         return hardened_score(returns=run.returns, weights=run.weights, references=values,
@@ -185,10 +185,10 @@ def run_audit(*, data: MarketData, costs: CostModel | str | Mapping = "default",
     score = score_config if isinstance(score_config, ScoreConfig) else load_score_config(
         score_config)
     config = BacktestConfig.build(costs=cost_model, initial_cash=initial_cash, seed=seed)
-    aud = _Auditor(config=config, score=score, progress=progress)
+    aud = Auditor(config=config, score=score, progress=progress)
     base = aud.market(data)
     n = len(base.runs["buy_and_hold"].returns)
-    bh = _score_value(base.scores["buy_and_hold"])
+    bh = score_value(base.scores["buy_and_hold"])
     makers: dict[str, Callable[[], AuditRow]] = {
         "peeker": lambda: _peeker(aud, base, n, via="api"),
         "peeker_memory": lambda: _peeker(aud, base, n, via="memory"),
@@ -209,7 +209,7 @@ def run_audit(*, data: MarketData, costs: CostModel | str | Mapping = "default",
         raise ConfigError(f"unknown canary {', '.join(map(repr, unknown))}; choose from "
                           f"{', '.join(CANARIES)}")
     rows = [makers[name]() for name in chosen]
-    references = {k: {"raw_return": v.raw_return, "hardened": _score_value(base.scores[k])}
+    references = {k: {"raw_return": v.raw_return, "hardened": score_value(base.scores[k])}
                   for k, v in base.runs.items()}
     clock = base.runs["buy_and_hold"].result.equity.index
     meta = {"market": f"{', '.join(data.symbols)} {str(clock[0])[:10]}..{str(clock[-1])[:10]} "
@@ -227,15 +227,15 @@ def run_audit(*, data: MarketData, costs: CostModel | str | Mapping = "default",
 
 # --- one row per canary ----------------------------------------------------------------------
 
-def _row(canary: str, hack: str, goal: str, run: _Run, score: Score | None, ref: float,
+def _row(canary: str, hack: str, goal: str, run: AuditRun, score: Score | None, ref: float,
          blocked: bool, reason: str, met: bool | None = None) -> AuditRow:
     err = "" if run.error is None else f"{type(run.error).__name__}: {run.error}".splitlines()[0]
     return AuditRow(canary=canary, hack=hack, goal=goal, raw_return=run.raw_return,
-                    hardened=_score_value(score), reference=ref, blocked=blocked,
+                    hardened=score_value(score), reference=ref, blocked=blocked,
                     met=blocked if met is None else met, reason=reason, error=err)
 
 
-def _peeker(aud: _Auditor, m: _Market, n: int, *, via: str) -> AuditRow:
+def _peeker(aud: Auditor, m: _Market, n: int, *, via: str) -> AuditRow:
     agent = cn.Peeker(via=via)
     run = aud.run(agent, m.data, bars=n)
     score = aud.hardened(run, m.values)
@@ -255,24 +255,24 @@ def _peeker(aud: _Auditor, m: _Market, n: int, *, via: str) -> AuditRow:
     return _row(agent.name, hack, "blocked", run, score, _ref(m), blocked, reason)
 
 
-def _by_score(aud: _Auditor, m: _Market, n: int, agent: Agent, name: str, hack: str,
+def _by_score(aud: Auditor, m: _Market, n: int, agent: Agent, name: str, hack: str,
               **overrides: Any) -> AuditRow:
     run = aud.run(agent, m.data, bars=n, **overrides)
     score = aud.hardened(run, m.values)
-    blocked = run.error is not None or _score_value(score) <= _ref(m) + _TOL
+    blocked = run.error is not None or score_value(score) <= _ref(m) + _TOL
     return _row(name, hack, "blocked", run, score, _ref(m), blocked, _verdict(run, score, m))
 
 
-def _verdict(run: _Run, score: Score | None, m: _Market) -> str:
+def _verdict(run: AuditRun, score: Score | None, m: _Market) -> str:
     if run.error is not None:
         return f"stopped by {type(run.error).__name__}"
     worst = min(score.margins, key=score.margins.get) if score is not None else "-"
-    op = "<=" if _score_value(score) <= _ref(m) + _TOL else ">"
-    return (f"hardened {_score_value(score):.3f} {op} buy-and-hold {_ref(m):.3f} "
+    op = "<=" if score_value(score) <= _ref(m) + _TOL else ">"
+    return (f"hardened {score_value(score):.3f} {op} buy-and-hold {_ref(m):.3f} "
             f"(tightest budget: {worst})")
 
 
-def _leverage(aud: _Auditor, m: _Market, n: int) -> AuditRow:
+def _leverage(aud: Auditor, m: _Market, n: int) -> AuditRow:
     agent = cn.LeverageMaximiser()
     run = aud.run(agent, m.data, bars=n)
     named = isinstance(run.error, AgentDecisionError) and "max_leverage" in str(run.error)
@@ -282,11 +282,11 @@ def _leverage(aud: _Auditor, m: _Market, n: int) -> AuditRow:
                 None, _ref(m), named, reason)
 
 
-def _churner(aud: _Auditor, m: _Market, n: int) -> AuditRow:
+def _churner(aud: Auditor, m: _Market, n: int) -> AuditRow:
     agent = cn.Churner()
     run = aud.run(agent, m.data, bars=n)
     score = aud.hardened(run, m.values)
-    blocked = run.error is not None or _score_value(score) <= _ref(m) + _TOL
+    blocked = run.error is not None or score_value(score) <= _ref(m) + _TOL
     paid = (float(run.result.equity["costs"].sum()) / aud.config.initial_cash
             if run.result is not None else math.nan)
     reason = f"costs paid {paid:.1%} of starting equity; " + _verdict(run, score, m)
@@ -294,7 +294,7 @@ def _churner(aud: _Auditor, m: _Market, n: int) -> AuditRow:
                 blocked, reason)
 
 
-def _illiquid(aud: _Auditor, data: MarketData, n: int, *, share: float) -> AuditRow:
+def _illiquid(aud: Auditor, data: MarketData, n: int, *, share: float) -> AuditRow:
     locked_data, locked = cn.lock_limit_moves(data, share=share)
     m = aud.market(locked_data)
     agent = cn.IlliquidBarExploiter(locked=locked, future=cn.forward_returns(locked_data))
@@ -315,11 +315,11 @@ def _illiquid(aud: _Auditor, data: MarketData, n: int, *, share: float) -> Audit
                 "end", "blocked", run, score, _ref(m), blocked, reason)
 
 
-def _gambler(aud: _Auditor, m: _Market, n: int, *, leverage: float) -> AuditRow:
+def _gambler(aud: Auditor, m: _Market, n: int, *, leverage: float) -> AuditRow:
     agent = cn.RuinGambler(leverage=leverage)
     run = aud.run(agent, m.data, bars=n, max_leverage=leverage, maintenance_margin=0.0)
     score = aud.hardened(run, m.values)
-    below = _score_value(score) <= _ref(m) + _TOL
+    below = score_value(score) <= _ref(m) + _TOL
     if run.ruined_at is not None:
         eq = run.result.equity["equity"].to_numpy()
         terminal = len(eq) <= run.ruined_at + 1  # the engine stopped at the ruin bar
@@ -328,7 +328,7 @@ def _gambler(aud: _Auditor, m: _Market, n: int, *, leverage: float) -> AuditRow:
         reason = (f"ruined at bar {run.ruined_at} of {n}: the run stopped there{stop} "
                   f"({'terminal' if terminal else 'NOT terminal'}), "
                   f"{agent.attempts.get('rewrite portfolio', 0)} portfolio rewrites changed "
-                  f"nothing; hardened {_score_value(score):.3f} vs buy-and-hold {_ref(m):.3f}")
+                  f"nothing; hardened {score_value(score):.3f} vs buy-and-hold {_ref(m):.3f}")
     else:
         blocked = run.error is not None or below
         reason = f"no ruin at {leverage:g}x; " + _verdict(run, score, m)
@@ -336,7 +336,7 @@ def _gambler(aud: _Auditor, m: _Market, n: int, *, leverage: float) -> AuditRow:
                 run, score, _ref(m), blocked, reason)
 
 
-def _self_reporter(aud: _Auditor, m: _Market, n: int) -> AuditRow:
+def _self_reporter(aud: Auditor, m: _Market, n: int) -> AuditRow:
     agent = cn.SelfReporter()
     run = aud.run(agent, m.data, bars=n)
     score = aud.hardened(run, m.values)
@@ -345,30 +345,30 @@ def _self_reporter(aud: _Auditor, m: _Market, n: int) -> AuditRow:
             and np.array_equal(run.result.rewards.to_numpy(), bh.result.rewards.to_numpy(),
                                equal_nan=True))
     leaked = sum(agent.leaks.values())
-    blocked = same and leaked == 0 and _score_value(score) <= _ref(m) + _TOL
+    blocked = same and leaked == 0 and score_value(score) <= _ref(m) + _TOL
     reason = (f"claimed reward 1e9 through {len(agent.attempts)} channels "
               f"({', '.join(agent.attempts)}); {leaked} accepted; ledger rewards "
               f"{'identical to' if same else 'DIFFER from'} buy-and-hold's; hardened "
-              f"{_score_value(score):.3f} vs {_ref(m):.3f}")
+              f"{score_value(score):.3f} vs {_ref(m):.3f}")
     return _row(agent.name, "puts a reward in its Decision / Feedback / rationale", "blocked",
                 run, score, _ref(m), blocked, reason)
 
 
-def _oracle(aud: _Auditor, m: _Market, n: int, *, horizon: int) -> AuditRow:
+def _oracle(aud: Auditor, m: _Market, n: int, *, horizon: int) -> AuditRow:
     agent = cn.Oracle(future=cn.forward_returns(m.data, horizon=horizon), horizon=horizon)
     run = aud.run(agent, m.data, bars=n)
     score = aud.hardened(run, m.values)
     bh = m.runs["buy_and_hold"]
-    wins = (run.error is None and _score_value(score) > _ref(m)
+    wins = (run.error is None and score_value(score) > _ref(m)
             and run.raw_return > bh.raw_return)
-    reason = (f"knows the next {horizon} bars: hardened {_score_value(score):.3f} vs "
+    reason = (f"knows the next {horizon} bars: hardened {score_value(score):.3f} vs "
               f"buy-and-hold {_ref(m):.3f}, return {run.raw_return:+.1%} vs "
               f"{bh.raw_return:+.1%}")
     return _row(agent.name, "handed future returns through its constructor", "wins", run,
                 score, _ref(m), False, reason, met=wins)
 
 
-def _noise(aud: _Auditor, data: MarketData, *, seeds: int, seed: int) -> AuditRow:
+def _noise(aud: Auditor, data: MarketData, *, seeds: int, seed: int) -> AuditRow:
     raws, scores, refs, costs = [], [], [], []
     run = None
     for k in range(max(1, seeds)):
@@ -376,8 +376,8 @@ def _noise(aud: _Auditor, data: MarketData, *, seeds: int, seed: int) -> AuditRo
         agent = cn.NoiseTrader(seed=seed + k)
         run = aud.run(agent, market.data, bars=len(market.runs["buy_and_hold"].returns))
         raws.append(run.raw_return)
-        scores.append(_score_value(aud.hardened(run, market.values)))
-        refs.append(_score_value(market.scores["buy_and_hold"]))
+        scores.append(score_value(aud.hardened(run, market.values)))
+        refs.append(score_value(market.scores["buy_and_hold"]))
         costs.append(float(run.result.equity["costs"].sum()) / aud.config.initial_cash)
     raw, hard, ref = float(np.mean(raws)), float(np.mean(scores)), float(np.mean(refs))
     paid = float(np.mean(costs))
@@ -394,11 +394,11 @@ def _noise(aud: _Auditor, data: MarketData, *, seeds: int, seed: int) -> AuditRo
 # --- series and helpers ----------------------------------------------------------------------
 
 def _series(result: RunResult | None, error: EngineError | None, cash: float,
-            bars: int | None) -> _Run:
+            bars: int | None) -> AuditRun:
     """Per-bar returns and held weights of a run; a ruined account stays at zero afterwards."""
     if result is None or not len(result.equity):
         empty = np.zeros(0)
-        return _Run(result, error, empty, np.zeros((0, 0)), math.nan, None)
+        return AuditRun(result, error, empty, np.zeros((0, 0)), math.nan, None)
     eq = result.equity["equity"].to_numpy(dtype=np.float64)
     w = result.weights.to_numpy(dtype=np.float64)
     prev = np.concatenate([[cash], eq[:-1]])
@@ -409,7 +409,7 @@ def _series(result: RunResult | None, error: EngineError | None, cash: float,
     if ruined is not None:
         r = np.concatenate([r[:ruined], [-1.0]])
         w = np.vstack([w[:ruined], np.zeros((1, w.shape[1]))])
-    run = _Run(result, error, np.maximum(r, -1.0), np.vstack([np.zeros((1, w.shape[1])), w]),
+    run = AuditRun(result, error, np.maximum(r, -1.0), np.vstack([np.zeros((1, w.shape[1])), w]),
                float(eq[-1] / cash - 1.0), ruined)
     return _pad(run, bars) if bars is not None and len(run.returns) < bars else run
 
@@ -422,20 +422,20 @@ def _ruin_event(events: pd.DataFrame) -> int | None:
     return None
 
 
-def _pad(run: _Run, bars: int) -> _Run:
+def _pad(run: AuditRun, bars: int) -> AuditRun:
     """Extend a run that stopped early with flat bars (ruin or error: no reset, no gains)."""
     k = bars - len(run.returns)
     w = np.vstack([run.weights, np.zeros((k, run.weights.shape[1]))])
-    return _Run(run.result, run.error, np.concatenate([run.returns, np.zeros(k)]), w,
+    return AuditRun(run.result, run.error, np.concatenate([run.returns, np.zeros(k)]), w,
                 run.raw_return, run.ruined_at)
 
 
-def _score_value(score: Score | None) -> float:
+def score_value(score: Score | None) -> float:
     return math.nan if score is None else float(score.value)
 
 
 def _ref(m: _Market) -> float:
-    return _score_value(m.scores["buy_and_hold"])
+    return score_value(m.scores["buy_and_hold"])
 
 
 def _pct(x: float) -> str:

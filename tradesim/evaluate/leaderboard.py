@@ -24,7 +24,7 @@ from tradesim.data.view import MarketData
 from tradesim.engine.backtest import BacktestConfig
 from tradesim.engine.costs import CostModel, load_costs
 from tradesim.errors import ConfigError
-from tradesim.evaluate.audit import _Auditor, _Run, _score_value
+from tradesim.evaluate.audit import Auditor, AuditRun, score_value
 from tradesim.rewards.monitors import compute_monitors
 from tradesim.rewards.scores import ScoreConfig, load_score_config
 from tradesim.rewards.stats import TrialRegistry, aggregate_seeds, bootstrap_sharpe_ci, moments
@@ -114,7 +114,7 @@ def _evaluate(*, agents: list[str], data: MarketData, costs: CostModel, score: S
     from tradesim.agents.registry import load_agent
 
     config = BacktestConfig.build(costs=costs, initial_cash=initial_cash)
-    aud = _Auditor(config=config, score=score, progress=progress)
+    aud = Auditor(config=config, score=score, progress=progress)
     refs = aud.market(data)
     bh = refs.runs["buy_and_hold"]
     n = len(bh.returns)
@@ -133,6 +133,7 @@ def _evaluate(*, agents: list[str], data: MarketData, costs: CostModel, score: S
                 m = moments(run.returns)
                 registry.record(experiment=experiment, seed=seed,
                                 config={"agent": spec, "params": extra,
+                                        "data": data.fingerprints(),  # trials on other data differ
                                         "costs": costs.model_dump(), "fill": config.fill},
                                 sharpe=m["sharpe"] if math.isfinite(m["sharpe"]) else 0.0,
                                 n_obs=m["n_obs"], skew=_finite(m["skew"], 0.0),
@@ -157,7 +158,7 @@ def _evaluate(*, agents: list[str], data: MarketData, costs: CostModel, score: S
             "n_boot": n_boot, "costs": costs.model_dump(), "score_config": score.model_dump(),
             "fill_mode": config.fill, "fingerprints": data.fingerprints(),
             "references": {k: {"raw_return": v.raw_return,
-                               "hardened": _score_value(refs.scores[k])}
+                               "hardened": score_value(refs.scores[k])}
                            for k, v in refs.runs.items()}}
     return Leaderboard(table=table, runs=pd.DataFrame(runs),
                        equity=pd.DataFrame(curves, index=index), meta=meta)
@@ -173,7 +174,7 @@ def _load(load_agent: Callable[..., Any], spec: str, params: dict[str, Any], see
         return load_agent(spec, **params)
 
 
-def _agent_row(spec: str, runs: list, table: pd.DataFrame, aud: _Auditor, refs: Any,
+def _agent_row(spec: str, runs: list, table: pd.DataFrame, aud: Auditor, refs: Any,
                registry: TrialRegistry, experiment: str, asset_returns: np.ndarray,
                cash: float, n_boot: int, confidence: float, score: ScoreConfig) -> dict[str, Any]:
     mine = table[table["agent"] == spec]
@@ -195,7 +196,7 @@ def _agent_row(spec: str, runs: list, table: pd.DataFrame, aud: _Auditor, refs: 
                n_trials=registry.n_trials(experiment))
     if len(runs) > 1 and "sharpe" in mine and mine["sharpe"].notna().all():
         out["sharpe_seed_std"] = aggregate_seeds(mine["sharpe"].tolist()).std
-    hs = aud.hardened(_Run(runs[0].result, None, returns, weights, out["total_return"], None),
+    hs = aud.hardened(AuditRun(runs[0].result, None, returns, weights, out["total_return"], None),
                       refs.values)
     if hs is not None:
         out.update(hardened=hs.value, preference=hs.preference, budget=hs.budget)

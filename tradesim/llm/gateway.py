@@ -43,14 +43,17 @@ from tradesim.llm.providers import (
 )
 from tradesim.llm.schema import TradeDecision, json_schema, parse, repair_message
 
-ProviderName = Literal["openai", "openai-compatible", "langchain-openai", "local"]
+ProviderName = Literal["openai", "openai-compatible", "langchain-openai", "local",
+                       "local-transformers"]
 Mode = Literal["live", "cached", "replay"]
 T = TypeVar("T")
 
+_LOCAL = ("local", "local-transformers")  # in-process runtimes: no key, no base URL, no price
 CACHE_FILE = "llm_cache.sqlite"
 JOURNAL_FILE = "llm_journal.jsonl"
 _DEFAULT_MODEL = {"openai": "gpt-4o-mini", "langchain-openai": "gpt-4o-mini",
-                  "openai-compatible": "default", "local": "smollm2-135m-instruct"}
+                  "openai-compatible": "default", "local": "smollm2-135m-instruct",
+                  "local-transformers": "smollm2-135m-instruct"}
 
 
 class GatewayConfig(BaseModel):
@@ -81,13 +84,15 @@ class GatewayConfig(BaseModel):
     def model_name(self) -> str:
         if self.model:
             return self.model
-        if self.provider == "local" and self.model_path:
-            return Path(self.model_path).stem
+        if self.provider in _LOCAL and self.model_path:
+            path = Path(self.model_path)  # a GGUF file, or a model folder whose name may hold dots
+            return path.stem if path.suffix == ".gguf" else path.name
         return _DEFAULT_MODEL[self.provider]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> GatewayConfig:
-        """Read ``TRADESIM_LLM=provider[:model]`` (model may be a GGUF path for ``local``),
+        """Read ``TRADESIM_LLM=provider[:model]`` (model may be a GGUF path for ``local``; for
+        ``local-transformers`` it is always a path: GGUF file, model folder or cached hub id),
         ``OPENAI_BASE_URL`` and, when TRADESIM_LLM is unset, pick openai-compatible if a base
         URL is set, openai if OPENAI_API_KEY is, else the embedded local model."""
         env = os.environ if env is None else env
@@ -99,7 +104,8 @@ class GatewayConfig(BaseModel):
                 raise ConfigError(f"TRADESIM_LLM={spec!r}: unknown provider {provider!r}; use one "
                                   f"of {', '.join(_DEFAULT_MODEL)} optionally followed by :MODEL")
             values["provider"] = provider
-            if model and provider == "local" and model.endswith(".gguf"):
+            if model and (provider == "local-transformers"
+                          or provider == "local" and model.endswith(".gguf")):
                 values["model_path"] = model
             elif model:
                 values["model"] = model
@@ -107,7 +113,7 @@ class GatewayConfig(BaseModel):
             values["provider"] = "openai-compatible"
         elif env.get("OPENAI_API_KEY"):
             values["provider"] = "openai"
-        if env.get("OPENAI_BASE_URL") and values.get("provider", "local") != "local":
+        if env.get("OPENAI_BASE_URL") and values.get("provider", "local") not in _LOCAL:
             values["base_url"] = env["OPENAI_BASE_URL"]
         return cls(**{**values, **overrides})
 
@@ -139,7 +145,7 @@ class Gateway:
         self.config = config or GatewayConfig.from_env()
         self.prices = PriceTable(self.config.prices)
         if self.config.budget_usd is not None and not self.prices.knows(self.config.model_name) \
-                and self.config.provider != "local":
+                and self.config.provider not in _LOCAL:
             raise ConfigError(
                 f"budget_usd is set but model {self.config.model_name!r} has no price; add "
                 f"prices={{'{self.config.model_name}': (usd_per_1M_in, usd_per_1M_out)}} to the config")
@@ -368,6 +374,10 @@ def build_provider(config: GatewayConfig) -> Provider:
         from tradesim.llm.local import LocalLlamaProvider
         return LocalLlamaProvider(model_path=config.model_path, n_threads=config.n_threads,
                                   seed=config.seed)
+    if config.provider == "local-transformers":
+        from tradesim.llm.local_hf import TransformersProvider
+        return TransformersProvider(model_path=config.model_path, n_threads=config.n_threads,
+                                    seed=config.seed)
     key = os.environ.get(config.api_key_env)
     if config.provider == "openai-compatible":
         if not config.base_url:

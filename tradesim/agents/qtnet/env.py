@@ -22,11 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tradesim.agents.qtnet.features import FEATURES, make_features
 from tradesim.agents.qtnet.teachers import teacher_positions
 from tradesim.data.view import MarketData
-from tradesim.engine.costs import CostModel, load_costs
+from tradesim.engine.costs import YEAR_NS, CostModel, load_costs
 from tradesim.errors import ConfigError, DataQualityError
 from tradesim.rewards.step import OnlineReward, RewardSpec
 
-_YEAR_NS = 365.25 * 86_400 * 1e9
 _PRICES = ("open", "high", "low", "close", "volume")
 
 
@@ -173,7 +172,7 @@ class TradingEnv:
         self.teachers = torch.as_tensor(data.teachers, dtype=dt, device=dev)
         self.lengths = torch.as_tensor(data.lengths, dtype=torch.long, device=dev)
         ns = data.time.astype("datetime64[ns]").astype(np.int64)
-        years = np.diff(ns, axis=1, prepend=ns[:, :1]) / _YEAR_NS
+        years = np.diff(ns, axis=1, prepend=ns[:, :1]) / YEAR_NS
         self._dt_years = torch.as_tensor(years.reshape(-1), dtype=dt, device=dev)
         if int(data.lengths.min()) < cfg.warmup + 2:
             raise ConfigError(f"a series has {int(data.lengths.min())} bars but warmup is "
