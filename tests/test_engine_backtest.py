@@ -255,3 +255,18 @@ def test_every_run_records_hack_monitors_and_agent_artifacts(data, tmp_path) -> 
     assert any("cutoff" in w for w in result.meta["warnings"])
     assert (tmp_path / "run" / "agent_journal.jsonl").is_file()
     assert RunResult.load(tmp_path / "run").meta["monitors"] == pytest.approx(monitors, nan_ok=True)
+
+
+def test_a_stop_cannot_exit_through_a_locked_zero_volume_bar() -> None:
+    bars = _bars("AAA", [100, 100, 100, 90, 88, 88])
+    volume = bars.volume.copy()
+    volume[3] = 0.0  # limit-locked: the stop level is crossed but nothing trades
+    bars = bars.with_arrays(volume=volume)
+    script = _Script({0: Decision(weights={"AAA": 0.5}, stop_loss={"AAA": 95.0})})
+    r = run_backtest(config=_config(symbols=["AAA"], costs={"preset": "zero",
+                                                           "participation_cap": 0.1}),
+                     agent=script, data=MarketData({"AAA": bars}))
+    exits = r.fills[r.fills["reason"] == "stop_loss"]
+    assert len(exits) >= 1
+    assert (exits["step"] > 3).all()  # nothing filled in the locked bar
+    assert r.weights["AAA"].iloc[-1] == 0.0  # it exited on the next bars with volume

@@ -190,15 +190,17 @@ class Broker:
 
     def execute(self, *, step: int, time: np.datetime64, ref: np.ndarray, high: np.ndarray,
                 low: np.ndarray, volume: np.ndarray,
-                kinds: tuple[str, ...] = (MARKET, LIMIT, STOP)) -> list[tuple[Order, Fill]]:
+                kinds: tuple[str, ...] = (MARKET, LIMIT, STOP),
+                used: dict[int, float] | None = None) -> list[tuple[Order, Fill]]:
         """Fill open orders in this bar: market orders at ``ref`` (the open, or the close in
         close-fill mode), limit/stop orders by their trigger rules; returns (order, fill) pairs.
 
-        The participation cap shrinks a fill and cancels the rest of the order.
+        The participation cap shrinks a fill and cancels the rest of the order; ``used`` (shares
+        traded per column in this bar so far) lets every fill of one bar share one cap.
         """
         out: list[tuple[Order, Fill]] = []
         cap = self.costs.participation_cap
-        used: dict[int, float] = {}
+        used = {} if used is None else used
         for order in list(self.open_orders):
             j = order.col
             px_ref = ref[j]

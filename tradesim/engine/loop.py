@@ -70,6 +70,7 @@ class Engine:
         self.take_profit: list[float] = [math.nan] * n
         self.fills: list[tuple[int, int, Fill]] = []  # (step, order id or 0, fill), whole run
         self.events: list[dict] = []
+        self._used: dict[int, float] = {}  # shares traded per column in the current bar
         self.ruined = False
         self._open_kinds = (MARKET, LIMIT, STOP) if fill == "next_open" else (LIMIT, STOP)
         self._armed = 0  # symbols with a stop-loss or take-profit level set
@@ -119,10 +120,11 @@ class Engine:
         cushioned = self.maintenance_margin <= 1.0
         if has_pos and not (cushioned and L.cash >= 0 and min(shares) >= 0):
             self._margin_call(phase="open", prices=open)
+        self._used: dict[int, float] = {}  # shares traded per column in this bar (for the cap)
         if self.broker.open_orders:
             for order, fill in self.broker.execute(step=step, time=time, ref=open, high=high,
                                                    low=low, volume=volume,
-                                                   kinds=self._open_kinds):
+                                                   kinds=self._open_kinds, used=self._used):
                 self._book(step, fill, order)
         if self._armed and any(shares):
             self._exits(step, time, open, high, low, volume)
@@ -170,7 +172,8 @@ class Engine:
         if self.fill == "close" and orders:
             _, _, _, high, low, close, volume = self._bar
             for order, fill in broker.execute(step=step, time=time, ref=close, high=high,
-                                              low=low, volume=volume, kinds=(MARKET,)):
+                                              low=low, volume=volume, kinds=(MARKET,),
+                                              used=self._used):
                 self._book(step, fill, order)
         return orders
 
@@ -220,7 +223,16 @@ class Engine:
                 continue
             price, reason = exit_price(q, stop, target, open_[j], high[j], low[j])
             if reason:
-                fill = self.broker.make_fill(time=time, col=j, quantity=-q, price=price,
+                qty = -q
+                cap = self.costs.participation_cap
+                if cap is not None:  # exits share the bar's cap: a locked bar does not fill
+                    vol = 0.0 if math.isnan(volume[j]) else volume[j]
+                    room = max(cap * vol - self._used.get(j, 0.0), 0.0)
+                    qty = math.copysign(min(abs(q), room), -q)
+                    self._used[j] = self._used.get(j, 0.0) + abs(qty)
+                if qty == 0.0:
+                    continue  # still armed: it triggers again on the next bar with volume
+                fill = self.broker.make_fill(time=time, col=j, quantity=qty, price=price,
                                              volume=volume[j], reason=_EXIT_REASON[reason])
                 check_in_bar(fill.price, high[j], low[j], symbol=fill.symbol, time=time, step=step)
                 self._book(step, fill, None)
