@@ -16,6 +16,7 @@ app = typer.Typer(help="Backtest, audit, evaluate and train trading agents on on
 from pathlib import Path as _DataPath
 from typing import Annotated as _Ann
 
+from tradesim.errors import DataQualityWarning
 from tradesim.errors import TradesimError as _DataError
 
 data_app = typer.Typer(help="Market data: the embedded sample, fetch into the cache, list, verify.",
@@ -390,10 +391,19 @@ def _eval_market(source: str, path: _DataPath | None, symbols: str | None, start
     if source == "files" and path is None:
         raise typer.BadParameter("--source files needs --path FOLDER_OR_FILE")
     wanted = [s for s in (symbols or "").replace(",", " ").split() if s] or None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # quality=warn: findings are let through on purpose
-        return load_market(symbols=wanted, source=source, start=start, end=end, quality=quality,
-                           source_options={"root": path} if source == "files" else None)
+    if wanted is None and source == "sample":  # the sample's index is a benchmark, not a trade
+        from tradesim.data.synthetic import DEFAULT_SYMBOLS, INDEX_SYMBOL
+
+        wanted = [s for s in DEFAULT_SYMBOLS if s != INDEX_SYMBOL]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataQualityWarning)  # quality=warn: let through, shown
+        market = load_market(symbols=wanted, source=source, start=start, end=end,
+                             quality=quality,
+                             source_options={"root": path} if source == "files" else None)
+    for w in caught:
+        if issubclass(w.category, DataQualityWarning):
+            _data_console().print(f"[yellow]data quality:[/yellow] {w.message}")
+    return market
 
 
 def _eval_progress(console, total: int):
