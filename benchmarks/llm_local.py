@@ -156,6 +156,36 @@ def local(*, n: int, n_stock: int, threads: int | None, repeats: int,
     print(f"local peak_rss_mb {rss:.0f} (model adds about {rss - rss0:.0f})")
 
 
+def runtimes(*, n: int, threads: int, max_tokens: int = 64) -> None:
+    """transformers (no grammar) vs llama.cpp (grammar) through the gateway on the same prompts."""
+    from tradesim.llm.local import LocalLlamaProvider, LocalModel
+    from tradesim.llm.local_hf import TransformersModel, TransformersProvider
+
+    prompts = [_messages(f) for f, _ in _HELD_OUT[::2][:n]]
+    loaders = {"local-transformers": lambda: TransformersProvider(
+                   model=TransformersModel(n_threads=threads)),
+               "local": lambda: LocalLlamaProvider(model=LocalModel(n_threads=threads))}
+    for name, load in loaders.items():
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        start = time.perf_counter()
+        provider = load()
+        print(f"{name} load_s {time.perf_counter() - start:.1f} peak_rss_added_mb "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss0:.0f}")
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = GatewayConfig(provider=name, cache_path=str(Path(tmp) / "c.sqlite"),
+                                max_tokens=max_tokens)
+            with Gateway(config=cfg, provider=provider) as gw:
+                start = time.perf_counter()
+                results = [gw.complete(m, schema=TradeDecision) for m in prompts]
+                took = (time.perf_counter() - start) / len(prompts)
+                first = sum(c.error is None for c in gw.journal.records if not c.repaired)
+                ok = sum(not r.abstained for r in results)
+                print(f"{name} gateway latency_s_per_decision {took:.2f} (incl. repair) "
+                      f"valid_first_try {first}/{len(prompts)} valid_after_repair {ok}/"
+                      f"{len(prompts)} model_calls {gw.model_calls} "
+                      f"actions {[r.decision().action for r in results]}")
+
+
 def concurrency(calls: int = 16, latency: float = 0.2) -> None:
     good = '{"action":"hold","weight":0,"confidence":0.5,"rationale":"flat"}'
     os.environ.setdefault("OPENAI_API_KEY", "sk-benchmark-not-a-real-key")
@@ -180,6 +210,11 @@ if __name__ == "__main__":
                         help="of those, how many also run the slow stock grammar path")
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp CPU threads")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per prompt (best kept)")
+    parser.add_argument("--runtimes", action="store_true",
+                        help="only compare the transformers and llama.cpp runtimes")
     args = parser.parse_args()
+    if args.runtimes:
+        runtimes(n=args.n, threads=args.threads or 1)
+        raise SystemExit
     concurrency()
     local(n=args.n, n_stock=args.n_stock, threads=args.threads, repeats=args.repeats)

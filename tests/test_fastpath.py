@@ -155,6 +155,10 @@ def test_random_weights_matrices_match_including_margin_and_ruin(
     _assert_same(loop, fast)
     held = loop.decisions[loop.decisions["fallback"] == "hold"]["step"].tolist()
     assert fast.decisions[fast.decisions["fallback"] == "hold"]["step"].tolist() == held
+    # the fast journal's rows (steps that ordered, held or failed) read as the loop's do
+    journal = fast.decisions.set_index("step")[["time", "weights", "fallback"]]
+    pd.testing.assert_frame_equal(
+        journal, loop.decisions.set_index("step").loc[journal.index, journal.columns])
 
 
 def test_leveraged_short_into_a_rally_is_liquidated_like_the_loop() -> None:
@@ -230,3 +234,14 @@ def test_batched_parameter_sets_equal_single_runs() -> None:
     assert all(math.isfinite(r.final_equity) for r in runs)
     # the cap binds: fills never exceed 1% of the bar's volume
     assert np.abs(runs[0].fills["quantity"]).max() <= 0.01 * 1e5
+
+
+def test_fast_run_record_saves_and_loads_back_exactly(daily: MarketData, tmp_path: Path) -> None:
+    config = BacktestConfig.build(symbols=SYMBOLS, costs="retail", benchmark=None)
+    fast = run_fast(data=daily, weights=EqualWeight(every=10).target_weights(daily),
+                    config=config)
+    assert len(fast.trades) > 0 and len(fast.decisions) > 0
+    back = RunResult.load(fast.save(tmp_path / "run", report=False))
+    for name in ("equity", "weights", "orders", "fills", "trades", "decisions", "events"):
+        pd.testing.assert_frame_equal(getattr(back, name), getattr(fast, name))
+    assert pd.Series(back.metrics).sort_index().equals(pd.Series(fast.metrics).sort_index())

@@ -156,8 +156,8 @@ def data_list(cache: _Ann[_DataPath | None, typer.Option(help="cache folder")] =
 
     from tradesim.data.store import Store
 
-    store = Store(cache)
     try:
+        store = Store(cache)
         entries = store.entries()
     except _DataError as exc:
         raise _data_fail(exc) from None

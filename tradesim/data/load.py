@@ -117,8 +117,10 @@ def load_market(*, symbols: Sequence[str] | None, source: str | Source = "sample
     src = open_source(source, **options) if isinstance(source, str) else source
     chosen = list(symbols) if symbols is not None else src.symbols()
     if not chosen:
-        raise ConfigError(f"source {src.name!r} cannot list its symbols; name them "
-                          "(e.g. symbols=['AAPL', 'MSFT'] or tradesim data fetch AAPL MSFT)")
+        where = f" in {options['root']}" if "root" in options else ""
+        raise ConfigError(f"source {src.name!r} has no symbols to list{where}; name them "
+                          "(e.g. symbols=['AAPL', 'MSFT']), or point files at a folder of "
+                          "CSV/Parquet bar files")
     hi = end_bound(end)
     if store is None and src.name in _REMOTE:
         store = Store()

@@ -86,6 +86,9 @@ class Store:
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else default_root()
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"cache {self.root} is a file, not a folder; pass a folder "
+                              "(--cache DIR or $TRADESIM_CACHE)")
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"

@@ -8,8 +8,16 @@ set before loading). Needs no compile step and runs on the GPU when there is one
 chosen once: cuda > mps > cpu). It has no grammar: the JSON schema goes into the prompt and
 the gateway's validation, one repair and abstain path does the rest.
 
-Figures (``benchmarks/llm_local.py --hf``, shared 2-core box under load; see the report for
-the numbers measured on the day; FIGURES-PLACEHOLDER).
+Runtime choice, measured by ``benchmarks/llm_local.py --runtimes --n 6`` (shared 2-core box
+under load, 1 thread, same 6 held-out prompts, max_tokens 64, through the gateway): llama.cpp
+stays the default. transformers 5.23 + gguf 0.19 + accelerate 1.15 (all three needed) load the
+Q4_1 GGUF dequantized to float32: first load ~31 s and ~1.2 GB peak RSS (transformers parses
+the GGUF three times), so it is saved once as safetensors under :data:`CONVERT_DIR` (517 MB);
+later loads 5.2 s and +499 MB RSS, against llama.cpp's 0.2 s and +85 MB. Without a grammar
+SmolLM2-135M wrote prose to every prompt: valid JSON 0/6 first try, 0/6 after the repair, so
+all 6 abstained (hold), at 12.9 s per decision (two calls of ~100 ms per token); llama.cpp with
+its grammar: 6/6 valid at 3.8 s per decision. Use this runtime for a bigger instruct model
+(a model directory or GGUF via ``model_path``) or on a GPU, where it needs no compile step.
 """
 
 from __future__ import annotations
