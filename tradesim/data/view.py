@@ -25,6 +25,7 @@ class MarketData:
             raise ValueError("MarketData needs at least one symbol's bars")
         self._bars = dict(bars)
         self._news = news if news is not None else News.empty()
+        self._fingerprints: dict[str, str] | None = None
 
     @property
     def symbols(self) -> tuple[str, ...]:
@@ -54,10 +55,12 @@ class MarketData:
 
     def fingerprints(self) -> dict[str, str]:
         """Per-symbol data fingerprints (and ``news``) recorded with every run."""
-        out = {s: b.fingerprint() for s, b in self._bars.items()}
-        if len(self._news):
-            out["news"] = self._news.fingerprint()
-        return out
+        if self._fingerprints is None:  # the arrays are read-only: hash them once
+            out = {s: b.fingerprint() for s, b in self._bars.items()}
+            if len(self._news):
+                out["news"] = self._news.fingerprint()
+            self._fingerprints = out
+        return dict(self._fingerprints)
 
     def as_of(self, t: object) -> PointInTimeView:
         """The market as knowable at ``t``: bars ending <= t, news available <= t."""

@@ -183,7 +183,8 @@ def estimate_backtest(*, config: BacktestConfig, agent: Agent | None = None,
 
 def run_clock(data: MarketData, universe: tuple[str, ...], config: BacktestConfig) -> np.ndarray:
     """Bar-end stamps of the universe within [start, end] (earlier bars stay visible as history)."""
-    clock = np.unique(np.concatenate([data.full(s).time for s in universe]))
+    stamps = np.sort(np.concatenate([data.full(s).time for s in universe]))
+    clock = stamps[np.r_[True, stamps[1:] != stamps[:-1]]]  # np.unique, without its slow path
     if config.start:
         clock = clock[clock >= to_utc_stamp(config.start)]
     if config.end:
