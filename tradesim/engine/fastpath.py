@@ -432,16 +432,10 @@ def run_fast(*, data: Any, weights: pd.DataFrame | np.ndarray, config: Any,
     clock bar. Decision errors raise ``AgentDecisionError`` with the step (partial record attached)
     or hold, per ``config.on_agent_error``.
     """
-    from tradesim.engine.backtest import run_clock
+    from tradesim.engine.backtest import universe_and_clock
     from tradesim.engine.loop import AlignedBars, closes_on
 
-    universe = config.symbols or tuple(s for s in data.symbols if s != config.benchmark)
-    for s in (*universe, *([config.benchmark] if config.benchmark else [])):
-        data.full(s)  # UnknownSymbolError names it and lists what is loaded
-    clock = run_clock(data, universe, config)
-    if not len(clock):
-        raise ConfigError(f"no bars of {', '.join(universe)} between {config.start} and "
-                          f"{config.end}; widen the dates or check the data")
+    universe, clock = universe_and_clock(config=config, data=data)
     w = _weights_matrix(weights, clock, universe)
     started = _time.perf_counter()
     rows = AlignedBars(data, universe, clock)
