@@ -15,3 +15,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (it sits beside the project in CI)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small nets run fastest on one thread; on a shared 2-core box more threads thrash."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from tradesim.agents.qtnet.env import EnvConfig
 from tradesim.agents.qtnet.evaluate import evaluate_out_of_sample
@@ -16,12 +15,7 @@ from tradesim.data.view import MarketData
 from tradesim.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _trend(n: int = 620, seed: int = 0) -> MarketData:

@@ -30,13 +30,7 @@ from tradesim.data.view import MarketData
 from tradesim.engine.backtest import BacktestConfig, run_backtest
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small nets run fastest on one thread; on a shared 2-core box more threads thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _walk(symbol: str, n: int, seed: int) -> Bars:
