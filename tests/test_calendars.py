@@ -110,3 +110,22 @@ def test_unknown_exchange_is_a_config_error() -> None:
 def test_other_exchanges_use_their_own_hours() -> None:
     got = calendars.session_close_stamps(["2020-01-02"], exchange="XLON")
     np.testing.assert_array_equal(got, _ns("2020-01-02T16:30"))
+
+
+@pytest.mark.parametrize("name", ["24/7", "ALWAYS", "always"])
+def test_round_the_clock_calendar_has_every_day_and_midnight_closes(name: str) -> None:
+    days = pd.date_range("2021-01-01", "2021-01-10", freq="D")
+    assert calendars.is_session(days, exchange=name).all()
+    assert len(calendars.sessions("2021-01-01", "2021-12-31", exchange=name)) == 365
+    np.testing.assert_array_equal(calendars.session_close_stamps(["2021-01-02"], exchange=name),
+                                  _ns("2021-01-03T00:00"))
+    assert calendars.regular_hours_mask(_ns("2021-01-02T03:17"), exchange=name).all()
+    saturday_night = _ns("2021-01-02T23:30")
+    np.testing.assert_array_equal(calendars.news_available_at(saturday_night, exchange=name),
+                                  saturday_night)
+    assert calendars.exchange_tz(name) == "UTC"
+
+
+def test_unknown_exchange_names_the_24_7_calendar() -> None:
+    with pytest.raises(ConfigError, match="24/7"):
+        calendars.exchange_tz("NOPE")

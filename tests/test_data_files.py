@@ -247,3 +247,50 @@ def test_a_file_that_is_not_parquet_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match="not a readable Parquet file") as info:
         read_bars(bad)
     assert info.value.path == str(bad)
+
+
+def test_mixed_zone_message_names_both_rows_and_its_fix_works(tmp_path: Path) -> None:
+    path = _write(tmp_path, "x.csv", "Date,Open,High,Low,Close,Volume\n"
+                                     "2020-01-02 15:00:00+00:00,1,2,0.5,1.5,10\n"
+                                     "2020-01-02 15:01:00+00:00,1,2,0.5,1.5,10\n"
+                                     "2020-01-02 10:02:00,1,2,0.5,1.5,10\n")
+    with pytest.raises(DataFormatError) as err:
+        read_bars(path)
+    assert "row 2 ('2020-01-02 15:00:00+00:00') has a zone" in str(err.value)
+    assert "row 4 ('2020-01-02 10:02:00') has none" in str(err.value)
+    bars = read_bars(path, tz="America/New_York")  # the fix the message names
+    np.testing.assert_array_equal(bars.time, [_stamp("2020-01-02T15:00"),
+                                              _stamp("2020-01-02T15:01"),
+                                              _stamp("2020-01-02T15:02")])
+    fixed = _write(tmp_path, "y.csv", path.read_text().replace("10:02:00,", "15:02:00+00:00,"))
+    np.testing.assert_array_equal(read_bars(fixed).time, bars.time)  # the other fix it names
+
+
+def test_date_rows_with_and_without_a_zone_are_dates(tmp_path: Path) -> None:
+    path = _write(tmp_path, "x.csv", YAHOO + "2020-01-02 00:00:00+00:00,1,2,0.5,1.5,1.5,10\n"
+                                             "2020-01-03,1,2,0.5,1.5,1.5,10\n")
+    np.testing.assert_array_equal(read_bars(path).time, [_stamp("2020-01-02T21:00"),
+                                                         _stamp("2020-01-03T21:00")])
+
+
+def test_interval_messages_name_the_setting_in_both_worlds(tmp_path: Path) -> None:
+    path = _write(tmp_path, "x.csv", YAHOO + "2020-01-02,1,2,0.5,1.5,1.5,10\n")
+    with pytest.raises(DataSourceError) as err:
+        read_bars(path, interval="1m")
+    assert "--interval 1d" in str(err.value) and "interval='1d'" in str(err.value)
+    with pytest.raises(ConfigError) as bad:
+        read_bars(path, interval="1x")
+    assert "--interval" in str(bad.value)
+    with pytest.raises(DataFormatError) as missing:
+        read_bars(_write(tmp_path, "y.csv", "Date,Open,High,Low,Volume\n2020-01-02,1,2,0.5,1\n"))
+    assert "rename the file's column to 'Close'" in str(missing.value)
+
+
+def test_unsorted_file_under_warn_reaches_the_caller_sorted(tmp_path: Path) -> None:
+    path = _write(tmp_path, "x.csv", YAHOO + "2020-01-03,1,2,0.5,1.5,1.5,10\n"
+                                             "2020-01-02,1,2,0.5,1.4,1.4,10\n"
+                                             "2020-01-06,1,2,0.5,1.6,1.6,10\n")
+    with pytest.warns(DataQualityWarning):
+        bars = FileSource(path, quality="warn").load("x")
+    assert bars.close.tolist() == [1.4, 1.5, 1.6]
+    assert [r["check"] for r in bars.meta["repairs"]] == ["unsorted"]

@@ -123,3 +123,22 @@ def test_malformed_news_names_file_row_and_column(tmp_path: Path, case: str) -> 
     with pytest.raises(DataFormatError, match=message) as caught:
         read_news(path)
     assert (caught.value.path, caught.value.row, caught.value.column) == (str(path), row, column)
+
+
+def test_load_market_reads_a_news_file_path(tmp_path: Path) -> None:
+    from tradesim.data.load import load_market
+
+    prices = tmp_path / "prices"
+    prices.mkdir()
+    (prices / "aapl.csv").write_text("Date,Open,High,Low,Close,Volume\n"
+                                     "2020-06-10,1,2,0.5,1.5,10\n2020-06-11,1,2,0.5,1.5,10\n")
+    path = _write(tmp_path, HEADER
+                  + "1,After-close news,2020-06-10 16:30:00-04:00,AAPL,10-06-2020\n"
+                  + "2,Other ticker,2020-06-10 16:30:00-04:00,MSFT,10-06-2020\n")
+    market = load_market(symbols=["AAPL"], source="files", news=path,
+                         source_options={"root": prices})
+    assert market.news.title.tolist() == ["After-close news"]
+    assert market.news.available_at[0] == np.datetime64("2020-06-11T13:30", "ns")
+    always = load_market(symbols=["AAPL"], source="files", news=path, exchange="24/7",
+                         source_options={"root": prices}, allow=("non_session",))
+    assert always.news.available_at[0] == np.datetime64("2020-06-10T20:30", "ns")

@@ -38,6 +38,11 @@ def to_utc_stamp(value: object) -> np.datetime64:
     return np.datetime64(ts.tz_localize(None).value, "ns")
 
 
+def iso_time(t: np.datetime64) -> str:
+    """A UTC stamp as ``YYYY-MM-DDTHH:MM:SSZ`` (how errors and records name a bar)."""
+    return str(t.astype("datetime64[s]")) + "Z"
+
+
 def interval_nanos(interval: str) -> int:
     """Length of a bar interval in nanoseconds (``1d`` counts as 24h)."""
     if interval not in INTERVALS:

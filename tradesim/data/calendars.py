@@ -22,6 +22,8 @@ CALENDAR_START = "1950-01-01"
 _NS = np.dtype("datetime64[ns]")
 _DAY = np.dtype("datetime64[D]")
 _FALLBACK_CLOSE_HOUR = 16  # local close used for a date that is not a session
+ROUND_THE_CLOCK: tuple[str, ...] = ("24/7", "ALWAYS")  # names of the every-day calendar
+_ROUND_THE_CLOCK_ALIASES = frozenset({"24/7", "ALWAYS", "24X7", "24/7/365", "CRYPTO"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,8 @@ class _Schedule:
 @lru_cache(maxsize=16)
 def _schedule(exchange: str) -> _Schedule:
     """Build (once) the schedule of ``exchange`` from :data:`CALENDAR_START` to a year ahead."""
+    if is_round_the_clock(exchange):
+        return _round_the_clock()
     try:
         name = xcals.resolve_alias(exchange)
         with warnings.catch_warnings():  # exchange_calendars uses an API pandas 3.1 deprecates
@@ -46,7 +50,8 @@ def _schedule(exchange: str) -> _Schedule:
     except (xcals.errors.InvalidCalendarName, KeyError):
         raise ConfigError(f"unknown exchange calendar {exchange!r}; use an exchange_calendars "
                           "code such as XNYS, XNAS, XLON, XTKS (exchange_calendars."
-                          "get_calendar_names() lists them)") from None
+                          "get_calendar_names() lists them), or 24/7 for markets that never "
+                          "close (the exchange setting: --exchange NAME, exchange=)") from None
     sched = _drop_listed_holidays(cal)
     days = sched.index.to_numpy(dtype=_NS).astype(_DAY)
     opens = sched["open"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype=_NS)
@@ -54,6 +59,38 @@ def _schedule(exchange: str) -> _Schedule:
     for arr in (days, opens, closes):
         arr.flags.writeable = False
     return _Schedule(name=name, tz=str(cal.tz), days=days, opens=opens, closes=closes)
+
+
+def is_round_the_clock(exchange: str | None) -> bool:
+    """Whether ``exchange`` names the 24/7 calendar (crypto, FX-like feeds): every day a session."""
+    return exchange is not None and str(exchange).strip().upper() in _ROUND_THE_CLOCK_ALIASES
+
+
+def _round_the_clock() -> _Schedule:
+    """Every UTC day from :data:`CALENDAR_START` to a year ahead, open 00:00, closing 24:00 UTC.
+
+    A daily bar of date D thus ends at D+1 00:00 UTC; no day is a non-session, nothing is
+    extended hours.
+    """
+    last = (pd.Timestamp.now(tz="UTC").tz_localize(None) + pd.DateOffset(years=1)).normalize()
+    days = np.arange(np.datetime64(CALENDAR_START, "D"), last.to_numpy().astype(_DAY) + 1)
+    opens = days.astype(_NS)
+    closes = (days + 1).astype(_NS)
+    for arr in (days, opens, closes):
+        arr.flags.writeable = False
+    return _Schedule(name="24/7", tz="UTC", days=days, opens=opens, closes=closes)
+
+
+def bar_days(bar_end: np.ndarray, *, exchange: str | None) -> np.ndarray:
+    """The session day each daily bar (by UTC end stamp) belongs to.
+
+    On exchange calendars that is the UTC date of the close; on 24/7 a bar ends at the next
+    midnight, so it belongs to the day before its stamp.
+    """
+    t = bar_end.astype(_NS)
+    if is_round_the_clock(exchange):
+        t = t - np.timedelta64(1, "ns")
+    return t.astype(_DAY)
 
 
 def _drop_listed_holidays(cal: xcals.ExchangeCalendar) -> pd.DataFrame:

@@ -34,6 +34,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "volume": ("volume", "vol", "v"),
     "adj_close": ("adj close", "adj_close", "adjclose", "adjusted close", "adjusted_close"),
 }
+_HEADER = {"time": "Date", "open": "Open", "high": "High", "low": "Low", "close": "Close",
+           "volume": "Volume", "adj_close": "Adj Close"}  # the header names a file may use
 _PRICE_FIELDS = ("open", "high", "low", "close", "volume", "adj_close")
 _MISSING = frozenset({"", "null", "nan", "na", "n/a", "none"})
 _DELIMITERS = (",", ";", "\t", "|")
@@ -42,6 +44,7 @@ _MINUTE_LINE = re.compile(r"^\d{8} \d{6}([;,\t|])")
 _ZONE = r"(?:Z|[+-]\d{2}:?\d{2})$"
 _DATE_ONLY = r"^\d{4}-\d{2}-\d{2}(?:[ T]00:00(?::00(?:\.0+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?$"
 _BARE_DATE = r"^\d{4}-\d{2}-\d{2}$"
+_NS_DTYPE = np.dtype("datetime64[ns]")
 _MARKET_SUFFIX = re.compile(r"\.(us|uk|jp|hk|de|hu|pl)$", re.IGNORECASE)  # stooq market codes
 
 
@@ -100,8 +103,8 @@ class FileSource:
                  quality: str = "raise", allow: Collection[str] = ()) -> None:
         _check_options(layout=layout, columns=columns, interval=interval)
         if quality not in quality_checks.POLICIES:
-            raise ConfigError(f"quality={quality!r}; use one of "
-                              f"{', '.join(quality_checks.POLICIES)}")
+            raise ConfigError(f"quality policy {quality!r} is unknown; use one of "
+                              f"{', '.join(quality_checks.POLICIES)} (--quality, quality=)")
         self.root = Path(root)
         if not self.root.exists():
             raise DataSourceError(f"file source root {self.root} does not exist; pass a folder "
@@ -167,7 +170,8 @@ def _check_options(*, layout: str, columns: Mapping[str, str] | None,
         raise ConfigError(f"columns= has unknown field(s) {', '.join(unknown)}; keys are tradesim "
                           f"fields ({', '.join(BAR_FIELDS)}) and values the file's column names")
     if interval is not None and interval not in INTERVALS:
-        raise ConfigError(f"interval={interval!r}; use one of {', '.join(INTERVALS)}")
+        raise ConfigError(f"interval {interval!r} is unknown; use one of {', '.join(INTERVALS)} "
+                          "(the interval setting: --interval, interval=)")
 
 
 def _is_parquet(path: Path) -> bool:
@@ -205,7 +209,8 @@ def _detect_layout(path: Path, layout: str) -> str:
             return "minute"
         if delim is None:
             raise DataFormatError("no delimiter found in the first line (expected ',' or ';'); "
-                                  "pass layout= or columns= for this file", path=str(path), row=1)
+                                  "separate the fields with ',' or ';' (from Python, layout= and "
+                                  "columns= describe other files)", path=str(path), row=1)
         header = {h.strip().lower() for h in line.split(delim)}
         if header & set(_ALIASES["adj_close"]):
             return "yahoo"
@@ -293,8 +298,10 @@ def _resolve_columns(frame: pd.DataFrame, *, columns: Mapping[str, str], path: P
         elif field != "adj_close":
             raise DataFormatError(f"missing column for {field!r} (looked for "
                                   f"{', '.join(_ALIASES[field][:3])}); found: "
-                                  f"{', '.join(frame.columns)}; pass columns={{{field!r}: "
-                                  "'<name in file>'}", path=str(path), row=header_row,
+                                  f"{', '.join(frame.columns)}; rename the file's column to "
+                                  f"{_HEADER[field]!r}, or map it when loading from Python "
+                                  f"(columns={{{field!r}: '<name in file>'}})",
+                                  path=str(path), row=header_row,
                                   column=field.capitalize() if field != "time" else "Date")
     return out
 
@@ -337,41 +344,62 @@ def parse_stamps(values: pd.Series, *, path: Path | str, first_row: int, column:
             return idx.to_numpy(dtype="datetime64[ns]"), True
         if idx.tz is None:
             if tz is None:
-                raise DataFormatError("timestamps have no time zone; pass tz= (e.g. 'UTC' or "
-                                      "'America/New_York')", path=path, row=first_row,
-                                      column=column)
+                raise DataFormatError("timestamps have no time zone; store them with their "
+                                      "zone, or give it when loading (tz='UTC' or "
+                                      "tz='America/New_York' in Python)", path=path,
+                                      row=first_row, column=column)
             idx = _localize(idx, tz, path=path, first_row=first_row, column=column)
         return idx.tz_convert("UTC").tz_localize(None).to_numpy(dtype="datetime64[ns]"), False
     text = values.astype(str).str.strip()
     zoned = text.str.contains(_ZONE, regex=True).to_numpy()
-    if zoned.any() and not zoned.all():
-        i = int(np.argmax(zoned != zoned[0]))
-        kinds = ("with", "without") if zoned[0] else ("without", "with")
-        raise DataFormatError(f"mixed time zones: row {first_row} is {kinds[0]} a zone but "
-                              f"{text.iat[i]!r} is {kinds[1]}; write every stamp the same way",
-                              path=path, row=first_row + i, column=column)
     if fmt is None and text.str.fullmatch(
-            _DATE_ONLY if midnight_is_date else _BARE_DATE).all():
+            _DATE_ONLY if midnight_is_date else _BARE_DATE).all():  # dates: zones do not matter
         parsed = pd.to_datetime(text.str[:10], format="%Y-%m-%d", errors="coerce")
         _first_nat(parsed, text, path=path, first_row=first_row, column=column)
         return parsed.to_numpy(dtype="datetime64[ns]"), True
+    if zoned.any() and not zoned.all():
+        if tz is None:
+            a, b = int(np.argmax(zoned)), int(np.argmax(~zoned))
+            raise DataFormatError(
+                f"mixed time zones: row {first_row + a} ({text.iat[a]!r}) has a zone but row "
+                f"{first_row + b} ({text.iat[b]!r}) has none; write every stamp with its UTC "
+                f"offset (e.g. '{text.iat[b]}+00:00'), or give the zone of the stamps without "
+                "one when loading (tz='UTC' or tz='America/New_York' in Python)",
+                path=path, row=first_row + b, column=column)
+        naive = pd.to_datetime(text.where(~zoned), format=fmt, errors="coerce")
+        _first_nat(naive[~zoned], text[~zoned], path=path, first_row=first_row, column=column,
+                   rows=np.flatnonzero(~zoned))
+        local = _localize(pd.DatetimeIndex(naive), tz, path=path, first_row=first_row,
+                          column=column, skip=zoned)
+        aware = pd.to_datetime(text.where(zoned), format=fmt, errors="coerce", utc=True)
+        _first_nat(aware[zoned], text[zoned], path=path, first_row=first_row, column=column,
+                   rows=np.flatnonzero(zoned))
+        merged = np.where(zoned, pd.DatetimeIndex(aware).tz_localize(None).to_numpy(_NS_DTYPE),
+                          local.tz_convert("UTC").tz_localize(None).to_numpy(_NS_DTYPE))
+        return merged.astype(_NS_DTYPE), False
     parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=bool(zoned.all()))
     _first_nat(parsed, text, path=path, first_row=first_row, column=column)
     idx = pd.DatetimeIndex(parsed)
     if idx.tz is None:
         if tz is None:
-            raise DataFormatError(f"timestamp {text.iat[0]!r} has no time zone; pass tz= (e.g. "
-                                  "'UTC' or 'America/New_York')", path=path, row=first_row,
-                                  column=column)
+            raise DataFormatError(f"timestamp {text.iat[0]!r} has no time zone; write the stamps "
+                                  "with their UTC offset (e.g. +00:00), or give their zone when "
+                                  "loading (tz='UTC' or tz='America/New_York' in Python)",
+                                  path=path, row=first_row, column=column)
         idx = _localize(idx, tz, path=path, first_row=first_row, column=column)
     return idx.tz_convert("UTC").tz_localize(None).to_numpy(dtype="datetime64[ns]"), False
 
 
 def _localize(idx: pd.DatetimeIndex, tz: str, *, path: str, first_row: int,
-              column: str) -> pd.DatetimeIndex:
-    """Attach ``tz`` to naive stamps; a stamp that DST makes ambiguous or skipped is an error."""
+              column: str, skip: np.ndarray | None = None) -> pd.DatetimeIndex:
+    """Attach ``tz`` to naive stamps; a stamp that DST makes ambiguous or skipped is an error.
+
+    Rows in ``skip`` (stamps that carry their own zone) are not checked.
+    """
     out = idx.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
     bad = np.asarray(out.isna() & ~idx.isna())
+    if skip is not None:
+        bad &= ~skip
     if bad.any():
         i = int(np.argmax(bad))
         raise DataFormatError(f"stamp {idx[i]} is ambiguous or does not exist in {tz} (DST "
@@ -381,7 +409,8 @@ def _localize(idx: pd.DatetimeIndex, tz: str, *, path: str, first_row: int,
 
 
 def _first_nat(parsed: object, text: pd.Series, *, path: str, first_row: int,
-               column: str) -> None:
+               column: str, rows: np.ndarray | None = None) -> None:
+    """DataFormatError at the first unparsable stamp; ``rows`` maps positions to frame rows."""
     bad = np.asarray(pd.isna(parsed))
     if bad.any():
         i = int(np.argmax(bad))
@@ -389,8 +418,9 @@ def _first_nat(parsed: object, text: pd.Series, *, path: str, first_row: int,
         other = next((d for d in _DELIMITERS if d in value), None)
         hint = (f"; the row is {_DELIM_NAMES[other]}-separated, not like the header"
                 if other else "")
-        raise DataFormatError(f"unparsable date {value!r}{hint}", path=path,
-                              row=first_row + i, column=column)
+        row = first_row + (i if rows is None else int(rows[i]))
+        raise DataFormatError(f"unparsable date {value!r}{hint}", path=path, row=row,
+                              column=column)
 
 
 def _infer_interval(time: np.ndarray, *, path: Path) -> str:
@@ -398,15 +428,16 @@ def _infer_interval(time: np.ndarray, *, path: Path) -> str:
     steps = np.diff(time.astype(np.int64))
     steps = steps[steps > 0]
     if not len(steps):
-        raise DataFormatError("cannot infer the bar interval from a single stamp; pass "
-                              "interval=", path=str(path))
+        raise DataFormatError("cannot infer the bar interval from a single stamp; give it "
+                              "(the interval setting: --interval, interval=)", path=str(path))
     values, counts = np.unique(steps, return_counts=True)
     step = int(values[np.argmax(counts)])
     for name in INTERVALS:
         if interval_nanos(name) == step:
             return name
     raise DataFormatError(f"stamps are mostly {step / 6e10:g} minutes apart, which is no known "
-                          f"interval ({', '.join(INTERVALS)}); pass interval=", path=str(path))
+                          f"interval ({', '.join(INTERVALS)}); resample the file to one of "
+                          "them", path=str(path))
 
 
 def _to_bars(frame: pd.DataFrame, *, path: Path, first_row: int, layout: str, symbol: str,
@@ -440,7 +471,8 @@ def _to_bars(frame: pd.DataFrame, *, path: Path, first_row: int, layout: str, sy
         meta["stamped"] = "bar end as in file"
     if interval is not None and interval != found:
         raise DataSourceError(f"{path} holds {found} bars but {interval} bars were asked for; "
-                              f"load it with interval={found!r} (no resampling on load)")
+                              f"load it at {found} (the interval setting: --interval {found}, "
+                              f"interval={found!r}); bars are not resampled on load")
     is_adjusted = _adjust(prices, layout=layout, adjusted=adjusted, path=path, meta=meta)
     extra = [c for c in frame.columns if c not in names.values()]
     if extra:
@@ -459,10 +491,13 @@ def _adjust(prices: dict[str, np.ndarray], *, layout: str, adjusted: bool | None
         if adjusted is False:
             meta["adjustment"] = "Close as in file (split-adjusted only); Adj Close ignored"
             return False
-        factor = adj / prices["close"]
+        raw = prices["close"].copy()
+        raw.flags.writeable = False
+        factor = adj / raw
         for f in ("open", "high", "low", "close"):
             prices[f] = prices[f] * factor
         meta["adjustment"] = "OHLC scaled by Adj Close / Close (split and dividend adjusted)"
+        meta["raw_close"] = raw  # the file's Close, for the adjustment-factor check
         return True
     if layout == "stooq":
         if adjusted is False:

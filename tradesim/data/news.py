@@ -59,7 +59,8 @@ def read_news(path: Path | str, *, columns: Mapping[str, str] | None = None,
     if is_dates:
         if tz is None:
             raise DataFormatError(f"date-only stamp {frame[names['published_at']].iat[0]!r} has "
-                                  "no time zone; pass tz= (the feed's zone)", path=str(path),
+                                  "no time zone; store the stamps with their zone, or give the "
+                                  "feed's zone when loading (tz= in Python)", path=str(path),
                                   row=first_row, column=names["published_at"])
         local = pd.DatetimeIndex(stamps).tz_localize(tz)
         published = local.tz_convert("UTC").tz_localize(None).to_numpy(dtype="datetime64[ns]")
@@ -127,8 +128,10 @@ def _resolve(frame: pd.DataFrame, *, columns: Mapping[str, str], path: Path) -> 
         elif field in _REQUIRED:
             raise DataFormatError(f"missing column for {field!r} (looked for "
                                   f"{', '.join(_ALIASES[field][:4])}); found: "
-                                  f"{', '.join(frame.columns)}; pass columns={{{field!r}: "
-                                  "'<name in file>'}", path=str(path), row=1, column=field)
+                                  f"{', '.join(frame.columns)}; rename the file's column to "
+                                  f"{field!r}, or map it when loading from Python "
+                                  f"(columns={{{field!r}: '<name in file>'}})", path=str(path),
+                                  row=1, column=field)
     return out
 
 

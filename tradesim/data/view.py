@@ -12,6 +12,7 @@ import ctypes
 from collections.abc import Iterator, Mapping
 
 import numpy as np
+import pandas as pd
 
 from tradesim.data.bars import BAR_COLUMNS, NEWS_COLUMNS, Bars, News, to_utc_stamp
 from tradesim.errors import LookAheadError, UnknownSymbolError
@@ -35,6 +36,15 @@ class MarketData:
         bars = sum(len(b) for b in self._bars.values())
         return (f"MarketData({len(self._bars)} symbols: {', '.join(self._bars)}; {bars} bars, "
                 f"{len(self._news)} news items)")
+
+    @property
+    def repairs(self) -> pd.DataFrame:
+        """Every repair made to these bars on load, one row per (symbol, time, check): what the
+        data was before and after. Empty when nothing was repaired. For reports and run folders
+        (``tradesim.data.quality.render_repairs`` prints it)."""
+        from tradesim.data.quality import repairs_frame
+
+        return repairs_frame(r for b in self._bars.values() for r in b.meta.get("repairs", []))
 
     @property
     def news(self) -> News:
