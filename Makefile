@@ -29,6 +29,8 @@ run: setup
 	$(BIN)/tradesim backtest --out runs/sma_cross-sample
 
 test: setup-dev
+	$(BIN)/ruff check tradesim
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 bench: setup-dev
@@ -36,6 +38,7 @@ bench: setup-dev
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/drl_env.py
 	$(BIN)/python benchmarks/llm_local.py
+	$(BIN)/python benchmarks/session_memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs

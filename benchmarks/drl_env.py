@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tradesim.agents.qtnet.device import pick_device
+from tradesim.device import pick_device
 from tradesim.agents.qtnet.env import EnvConfig, EnvData, TradingEnv
 from tradesim.data.files import read_bars
 from tradesim.data.synthetic import SyntheticSource

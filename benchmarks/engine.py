@@ -35,7 +35,7 @@ from tradesim.contracts import BaseAgent, Decision, Observation
 from tradesim.data.bars import Bars
 from tradesim.data.synthetic import SyntheticSource
 from tradesim.data.view import MarketData
-from tradesim.engine.backtest import BacktestConfig, run_backtest
+from tradesim.evaluate.backtest import BacktestConfig, run_backtest
 from tradesim.engine.fastpath import run_fast
 
 CASH, FEE, WEIGHT = 100_000.0, 0.001, 0.9

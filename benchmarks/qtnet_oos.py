@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from tradesim.agents.qtnet.device import pick_device
 from tradesim.agents.qtnet.env import EnvConfig
-from tradesim.agents.qtnet.evaluate import REFERENCES, evaluate_out_of_sample
 from tradesim.agents.qtnet.train import TrainConfig
 from tradesim.data.files import read_bars
 from tradesim.data.view import MarketData
+from tradesim.device import pick_device
+from tradesim.evaluate.oos import REFERENCES, evaluate_out_of_sample
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "daily" / "spy.us.txt"
 

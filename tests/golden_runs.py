@@ -72,7 +72,7 @@ def llm_reply(body: dict[str, Any]) -> Any:
 
 def run_agent(name: str, tmp: Path) -> Any:
     """One built-in agent's backtest on the embedded sample (LLM: scripted local server)."""
-    from tradesim.engine.backtest import BacktestConfig, run_backtest
+    from tradesim.evaluate.backtest import BacktestConfig, run_backtest
 
     if name == "qtnet":
         config = BacktestConfig.build(agent="qtnet", symbols=("ALPHA", "BRAVO"), allow_short=True,

@@ -11,13 +11,17 @@ import pytest
 
 from tradesim.data.load import load_market
 from tradesim.data.view import MarketData
-from tradesim.evaluate.audit import CANARIES, AuditReport, run_audit
-from tradesim.evaluate.canaries import lock_limit_moves, shuffled_market
+from tradesim.engine.backtest import BacktestConfig
+from tradesim.errors import ConfigError
+from tradesim.evaluate.audit import CANARIES, Auditor, AuditReport, run_audit
+from tradesim.evaluate.canaries import NoiseTrader, lock_limit_moves, shuffled_market
+from tradesim.rewards.scores import load_score_config
+
 
 @pytest.fixture(scope="module")
 def spy(shared_data: Path) -> MarketData:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the file's known quirks (a missing session) are let through
+        warnings.simplefilter("ignore")  # the file's known quirks (a missing session) pass
         return load_market(symbols=["SPY"], source="files", quality="warn",
                            source_options={"root": shared_data / "daily" / "spy.us.txt"},
                            start="2013-01-01", end="2016-12-31")
@@ -115,3 +119,14 @@ def test_shuffled_market_has_no_drift_and_valid_bars(synthetic: MarketData) -> N
         assert (b.low <= np.minimum(b.open, b.close)).all()
         assert (b.high >= np.maximum(b.open, b.close)).all()
         assert not np.allclose(b.close, synthetic.full(s).close)
+
+
+def test_auditor_passes_the_seed_to_the_agent_and_refuses_unknown_overrides(
+        synthetic: MarketData) -> None:
+    aud = Auditor(config=BacktestConfig.build(), score=load_score_config("balanced"),
+                  progress=None)
+    first, again, other = (aud.run(NoiseTrader(), synthetic, seed=k) for k in (4, 4, 5))
+    assert np.array_equal(first.weights, again.weights)  # same seed, same coin flips
+    assert not np.array_equal(first.weights, other.weights)
+    with pytest.raises(ConfigError, match="sed"):
+        aud.run(NoiseTrader(), synthetic, sed=4)

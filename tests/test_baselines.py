@@ -17,7 +17,7 @@ from tradesim.agents.baselines import (
     SmaCross,
     TimeSeriesMomentum,
 )
-from tradesim.agents.registry import BUILTINS, SPEC_DIR, available_agents, load_agent
+from tradesim.agents.registry import BUILTINS, available_agents, load_agent, spec_dirs
 from tradesim.contracts import Agent, Decision, Observation, Portfolio
 from tradesim.data.bars import Bars
 from tradesim.data.view import MarketData
@@ -164,9 +164,9 @@ def test_every_builtin_and_shipped_spec_loads() -> None:
                 load_agent(name)
             continue
         assert isinstance(load_agent(name), Agent)
-        assert (SPEC_DIR / f"{name}.toml").is_file()
+        assert (spec_dirs()[-1] / f"{name}.toml").is_file()
     assert set(BUILTINS) <= set(available_agents())
-    for spec in SPEC_DIR.glob("*.toml"):
+    for spec in spec_dirs()[-1].glob("*.toml"):
         assert isinstance(load_agent(str(spec)), Agent)
 
 

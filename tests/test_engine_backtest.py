@@ -11,7 +11,7 @@ import pytest
 from tradesim.contracts import BaseAgent, Decision, Feedback, Observation
 from tradesim.data.bars import Bars
 from tradesim.data.view import MarketData
-from tradesim.engine.backtest import BacktestConfig, run_backtest
+from tradesim.evaluate.backtest import BacktestConfig, run_backtest
 from tradesim.engine.broker import exit_prices, order_fill_price
 from tradesim.engine.costs import CostModel, load_costs
 from tradesim.engine.record import RunResult

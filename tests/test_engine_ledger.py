@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tradesim.engine.costs import CostModel, load_costs
-from tradesim.engine.loop import Engine
+from tradesim.engine.account import Account as Engine
 
 SYMS = ("AAA", "BBB")
 

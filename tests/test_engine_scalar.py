@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tradesim.contracts import Fill
+from tradesim.contracts import Decision, Fill
 from tradesim.engine.broker import exit_price, exit_prices, target_qty, target_shares
 from tradesim.engine.costs import (
     CostModel,
@@ -24,7 +24,7 @@ from tradesim.engine.costs import (
     trade_costs,
 )
 from tradesim.engine.ledger import Ledger
-from tradesim.engine.loop import Engine
+from tradesim.engine.account import Account as Engine
 from tradesim.engine.record import Recorder, _frame, _json, json_rows
 from tradesim.errors import LedgerInvariantError
 
@@ -91,15 +91,39 @@ def test_recorder_rows_equal_per_step_arithmetic() -> None:
             (-5.0, 10.0, 0.0, 0.0, 1.5, [0.0, 0.0], [31.0, 7.0]),
             (90.0, 90.0, 0.0, 0.0, 4.0, [0.0, 3.0], [32.0, 8.0])]
     for i, (eq, cash, gross, net, costs, pos, marks) in enumerate(rows):
-        rec.row(step=i, equity=eq, cash=cash, gross=gross, net=net, costs_total=costs,
-                positions=pos, marks=marks)
-    result = rec.build(config={}, fingerprints={}, fill_mode="next_open", orders=[], fills=[],
-                       benchmark=None, initial_cash=100.0, meta={})
+        rec.row(step=i, time=clock[i], equity=eq, cash=cash, gross=gross, net=net,
+                costs_total=costs, positions=pos, marks=marks)
+    result = rec.build(config={}, fingerprints={}, fill_mode="next_open", benchmark=None,
+                       initial_cash=100.0, meta={})
     assert result.equity["costs"].tolist() == [1.0, 0.5, 2.5]
     assert result.equity["gross_exposure"].tolist() == [0.6, 0.0, 0.0]
     # a NaN mark (no price yet) shows as weight 0; equity <= 0 scales everything to 0
     np.testing.assert_array_equal(result.weights.to_numpy(), [[0.3, 0.0], [0.0, 0.0],
                                                               [0.0, 24 / 90]])
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 1000])
+def test_recorder_chunks_and_spool_build_the_same_result(chunk: int, tmp_path) -> None:
+    """Packing every 1 or 2 steps (in memory or spooled to Parquet parts) equals one chunk."""
+    clock = np.arange(5).astype("datetime64[ns]")
+
+    def fill(rec: Recorder) -> pd.DataFrame:
+        for i in range(5):
+            rec.row(step=i, time=clock[i], equity=100.0 + i, cash=50.0, gross=10.0 * i,
+                    net=5.0, costs_total=0.1 * i, positions=[1.0, 0.0], marks=[10.0 + i, 3.0],
+                    reward=0.01 * i)
+            rec.decision(step=i, time=clock[i], decision=Decision(weights={"A": 0.1 * i}))
+        built = rec.build(config={}, fingerprints={}, fill_mode="next_open", benchmark=None,
+                          initial_cash=100.0, meta={})
+        return pd.concat([built.equity, built.weights, built.rewards], axis=1), built.decisions
+
+    whole = fill(Recorder(clock=clock, symbols=("A", "B")))
+    for rec in (Recorder(clock=clock, symbols=("A", "B"), chunk=chunk),
+                Recorder(clock=clock, symbols=("A", "B"), chunk=chunk, spool=tmp_path / "s")):
+        got = fill(rec)
+        pd.testing.assert_frame_equal(got[0], whole[0])
+        pd.testing.assert_frame_equal(got[1], whole[1])
+    assert chunk > 5 or len(list((tmp_path / "s").glob("book-*.parquet"))) >= 5 // chunk
 
 
 def test_ledger_check_still_raises_with_the_numbers() -> None:
@@ -184,8 +208,9 @@ def _trades(rows: list[tuple], divisor: float) -> tuple[pd.DataFrame, pd.DataFra
                                         price=price, commission=comm, spread_cost=0.0,
                                         slippage_cost=slip, reason=reason)))
     rec = Recorder(clock=clock, symbols=("A", "B", "C"))
-    built = rec.build(config={}, fingerprints={}, fill_mode="next_open", orders=[], fills=fills,
-                      benchmark=None, initial_cash=1e6, meta={})
+    rec.take(fills, [], [])
+    built = rec.build(config={}, fingerprints={}, fill_mode="next_open", benchmark=None,
+                      initial_cash=1e6, meta={})
     return built.trades, _frame("trades", _reference_round_trips(fills))
 
 

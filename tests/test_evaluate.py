@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
+from tradesim.contracts import BaseAgent, Decision, Observation, RunContext
 from tradesim.data.load import load_market
 from tradesim.data.view import MarketData
 from tradesim.evaluate.leaderboard import COLUMNS, Leaderboard, evaluate_agents
@@ -96,3 +98,43 @@ def test_an_agent_that_fails_gets_its_error_in_the_row_not_a_crash(sample: Marke
     failed = board.table.set_index("agent").loc["momentum"]
     assert "shorting is off" in failed["error"]
     assert board.table.set_index("agent").loc["buy_and_hold", "error"] == ""
+
+
+class SeedRecorder(BaseAgent):
+    """A user's agent whose trades hang on its run's seed; it records each seed it starts with."""
+
+    name = "seed_recorder"
+    seen: ClassVar[list[int]] = []
+
+    def __init__(self) -> None:
+        self._rng = np.random.default_rng(0)
+
+    def start(self, context: RunContext) -> None:
+        super().start(context)
+        SeedRecorder.seen.append(context.seed)
+        self._rng = np.random.default_rng(context.seed)
+
+    def decide(self, obs: Observation) -> Decision:
+        if obs.step % 20:
+            return Decision.hold()
+        n = len(obs.universe)
+        return Decision(weights={s: float(self._rng.uniform(0.0, 1.0 / n)) for s in obs.universe
+                                 if obs.market.count(s)})
+
+
+def test_each_seed_reaches_the_agent_at_start_and_a_deterministic_agent_repeats(
+        sample: MarketData, tmp_path: Path) -> None:
+    SeedRecorder.seen.clear()
+    user = f"{__name__}:SeedRecorder"
+    board = evaluate_agents(agents=[user, "sma_cross"], data=sample, seeds=3, n_boot=50,
+                            registry=tmp_path / "trials.sqlite")
+    assert SeedRecorder.seen == [0, 1, 2]
+    runs = board.runs
+    seeded = runs[runs["agent"] == user]
+    assert seeded["seed"].tolist() == [0, 1, 2] and (seeded["error"] == "").all()
+    assert seeded["total_return"].nunique() == 3  # each seed drove different trades
+    sma = runs[runs["agent"] == "sma_cross"]
+    assert sma["seed"].tolist() == [0, 1, 2] and (sma["error"] == "").all()
+    same = ["total_return", "sharpe", "max_drawdown", "turnover"]
+    assert (sma[same].nunique() == 1).all()  # no seed in its decisions: identical runs
+    assert board.table.set_index("agent").loc["sma_cross", "sharpe_seed_std"] == 0.0

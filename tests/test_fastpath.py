@@ -18,7 +18,7 @@ from tradesim.data.bars import Bars
 from tradesim.data.files import read_bars
 from tradesim.data.synthetic import SyntheticSource
 from tradesim.data.view import MarketData
-from tradesim.engine.backtest import BacktestConfig, run_backtest
+from tradesim.evaluate.backtest import BacktestConfig, run_backtest
 from tradesim.engine.fastpath import CostParams, run_fast, simulate_weights
 from tradesim.engine.record import RunResult
 from tradesim.errors import AgentDecisionError, ConfigError, EngineError
@@ -241,7 +241,7 @@ def test_fast_run_record_saves_and_loads_back_exactly(daily: MarketData, tmp_pat
     fast = run_fast(data=daily, weights=EqualWeight(every=10).target_weights(daily),
                     config=config)
     assert len(fast.trades) > 0 and len(fast.decisions) > 0
-    back = RunResult.load(fast.save(tmp_path / "run", report=False))
+    back = RunResult.load(fast.save(tmp_path / "run"))
     for name in ("equity", "weights", "orders", "fills", "trades", "decisions", "events"):
         pd.testing.assert_frame_equal(getattr(back, name), getattr(fast, name))
     assert pd.Series(back.metrics).sort_index().equals(pd.Series(fast.metrics).sort_index())

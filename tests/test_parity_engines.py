@@ -23,7 +23,7 @@ import pytest
 from tradesim.contracts import BaseAgent, Decision, Observation
 from tradesim.data.bars import Bars
 from tradesim.data.view import MarketData
-from tradesim.engine.backtest import BacktestConfig, run_backtest
+from tradesim.evaluate.backtest import BacktestConfig, run_backtest
 
 CASH, COMMISSION, WEIGHT = 100_000.0, 0.001, 0.9
 

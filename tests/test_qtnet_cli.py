@@ -15,7 +15,7 @@ _TINY = ["--iterations", "2", "--eval-every", "1", "--n-envs", "4", "--episode-l
 
 def test_train_qtnet_writes_checkpoint_and_log(tmp_path):
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["train", "qtnet", "--data", "synthetic", "--symbol", "ALPHA",
+    result = CliRunner().invoke(app, ["train", "qtnet", "--data", "synthetic", "--symbols", "ALPHA",
                                       "--start", "2014-01-01", "--end", "2016-12-31",
                                       "--split", "2016-01-01", "--seed", "3", "--out", str(out),
                                       *_TINY])
@@ -29,8 +29,28 @@ def test_train_qtnet_writes_checkpoint_and_log(tmp_path):
 
 
 def test_train_qtnet_rejects_a_split_that_leaves_no_validation_data(tmp_path):
-    result = CliRunner().invoke(app, ["train", "qtnet", "--data", "synthetic", "--symbol", "ALPHA",
+    result = CliRunner().invoke(app, ["train", "qtnet", "--data", "synthetic", "--symbols", "ALPHA",
                                       "--start", "2014-01-01", "--end", "2016-12-31",
                                       "--split", "2016-12-20", "--out", str(tmp_path), *_TINY])
     assert result.exit_code == 2
     assert not (tmp_path / "best.pt").exists()
+
+
+def test_oos_trains_per_seed_and_writes_the_report(tmp_path):
+    out = tmp_path / "oos"
+    result = CliRunner().invoke(app, ["oos", "--data", "synthetic", "--symbols", "ALPHA",
+                                      "--start", "2014-01-01", "--end", "2016-12-31",
+                                      "--split", "2016-06-01", "--seeds", "2", "--out", str(out),
+                                      *_TINY])
+    assert result.exit_code == 0, result.output
+    assert (out / "checkpoints" / "seed1" / "best.pt").is_file()
+    assert (out / "report.html").is_file()
+
+
+def test_oos_needs_two_seeds(tmp_path):
+    result = CliRunner().invoke(app, ["oos", "--data", "synthetic", "--symbols", "ALPHA",
+                                      "--start", "2014-01-01", "--end", "2016-12-31",
+                                      "--split", "2016-06-01", "--seeds", "1",
+                                      "--out", str(tmp_path), *_TINY])
+    assert result.exit_code == 2
+    assert not (tmp_path / "checkpoints").exists()

@@ -12,7 +12,7 @@ from tradesim.data.bars import Bars
 from tradesim.data.files import read_bars
 from tradesim.data.synthetic import SyntheticSource
 from tradesim.data.view import MarketData
-from tradesim.engine.backtest import BacktestConfig, run_backtest
+from tradesim.evaluate.backtest import BacktestConfig, run_backtest
 from tradesim.engine.costs import CostModel
 
 

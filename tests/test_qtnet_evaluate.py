@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from tradesim.agents.qtnet.env import EnvConfig
-from tradesim.agents.qtnet.evaluate import evaluate_out_of_sample
 from tradesim.agents.qtnet.train import TrainConfig
 from tradesim.data.bars import Bars
 from tradesim.data.view import MarketData
 from tradesim.errors import ConfigError
-
+from tradesim.evaluate.oos import evaluate_out_of_sample
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

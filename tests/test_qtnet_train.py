@@ -27,7 +27,7 @@ from tradesim.agents.registry import load_agent
 from tradesim.contracts import Observation
 from tradesim.data.bars import Bars
 from tradesim.data.view import MarketData
-from tradesim.engine.backtest import BacktestConfig, run_backtest
+from tradesim.evaluate.backtest import BacktestConfig, run_backtest
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

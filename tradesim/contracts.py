@@ -12,12 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
 
 from tradesim.data.bars import Bars, News
-from tradesim.data.view import PointInTimeView
+from tradesim.data.view import MarketData, PointInTimeView
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +134,52 @@ class Feedback:
     reward: float
 
 
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What a session tells its agent once, at :meth:`Agent.start`: the run it is part of."""
+
+    universe: tuple[str, ...]
+    interval: str = "1d"
+    clock: Literal["historical", "live"] = "historical"
+    seed: int = 0
+    run_folder: Path | None = None  # where the run's record goes (None: not saved)
+    start: np.datetime64 | None = None  # first decision time (historical clock)
+    end: np.datetime64 | None = None  # last bar (historical clock; None on a live clock)
+
+
+class AgentParams(BaseModel):
+    """Base of every agent's typed parameters: frozen, unknown keys refused.
+
+    The registry validates a spec's ``[agent.params]`` merged with overrides into the agent's
+    ``Params`` and writes the resolved values (defaults included) into the run's config, so a
+    run folder reruns exactly even after the spec file changes.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
 @runtime_checkable
 class Agent(Protocol):
-    """A trading agent: decide on an Observation, learn from Feedback, save and restore state."""
+    """A trading agent. The session calls, in this order and from one thread:
+
+    1. ``start(context)`` once, before anything else in a run (reset per-run state here);
+    2. ``load_state(state)`` when resuming a stopped run (the paper daemon after a restart);
+    3. per tick ``decide(obs)``, and ``update(feedback)`` once an earlier decision's outcome is
+       realised (never earlier);
+    4. ``state()`` between ticks whenever the session checkpoints (it must be JSON-serialisable:
+       :func:`save_agent_state` writes it to a file and :func:`load_agent_state` reads it back,
+       and the next decisions must be the same as without the round trip);
+    5. ``stop(error=...)`` once at the end, also when the run fails (``error`` is the exception)
+       so the agent can release what it holds (model clients, files, threads).
+
+    Agents see data only through the Observation; rewards come from the engine's ledger.
+    Optional capabilities are separate protocols: :class:`VectorisedWeights`,
+    :class:`CostEstimator`, :class:`RunArtifacts`. :class:`BaseAgent` gives no-op defaults.
+    """
 
     name: str
+
+    def start(self, context: RunContext) -> None: ...
 
     def decide(self, obs: Observation) -> Decision: ...
 
@@ -145,6 +188,26 @@ class Agent(Protocol):
     def state(self) -> dict[str, Any]: ...
 
     def load_state(self, state: dict[str, Any]) -> None: ...
+
+    def stop(self, *, error: BaseException | None = None) -> None: ...
+
+
+@runtime_checkable
+class VectorisedWeights(Protocol):
+    """Optional: the agent's decisions for a whole market at once (the engine's fast path).
+
+    A row holds the weights decided at that bar's end; NaN means keep the position. Decisions
+    must equal what :meth:`Agent.decide` returns bar by bar (tests hold them equal).
+    """
+
+    def target_weights(self, data: MarketData, *, start: object | None = None) -> pd.DataFrame: ...
+
+
+@runtime_checkable
+class CostEstimator(Protocol):
+    """Optional: what a run would cost before it starts (LLM calls, tokens, dollars)."""
+
+    def estimate_run(self, *, n_steps: int, n_symbols: int) -> dict[str, Any]: ...
 
 
 @runtime_checkable
@@ -161,10 +224,37 @@ class RunArtifacts(Protocol):
 
 
 class BaseAgent:
-    """Convenience base: no learning and no state; subclasses implement :meth:`decide`."""
+    """Convenience base: typed parameters, no learning, no state; subclasses implement decide.
+
+    A subclass declares ``class Params(AgentParams)`` and calls ``self._configure(params)`` in
+    its ``__init__(self, **params)``; the validated values are ``self.params``.
+    """
 
     name: str = "agent"
     lookback: int = 0  # bars of history the agent needs before its first real decision
+    Params: ClassVar[type[AgentParams]] = AgentParams
+    params: AgentParams
+
+    def _configure(self, given: Mapping[str, Any]) -> Any:
+        """Validate ``given`` into ``self.Params`` (errors name the agent, key and rule)."""
+        from pydantic import ValidationError
+
+        from tradesim.errors import ConfigError
+
+        try:
+            self.params = self.Params(**given)
+        except ValidationError as exc:
+            lines = [f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}"
+                     for e in exc.errors()]
+            raise ConfigError(f"agent {self.name!r}: invalid parameter(s):\n  "
+                              + "\n  ".join(lines)
+                              + "\n(set them in the spec's [agent.params] or pass "
+                              "--param NAME=VALUE)") from None
+        return self.params
+
+    def start(self, context: RunContext) -> None:
+        """Remember the run's context; subclasses reset per-run state here."""
+        self.context = context
 
     def decide(self, obs: Observation) -> Decision:
         raise NotImplementedError
@@ -177,3 +267,25 @@ class BaseAgent:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Stateless agents have nothing to restore."""
+
+    def stop(self, *, error: BaseException | None = None) -> None:
+        """Nothing to release."""
+
+
+def save_agent_state(agent: Agent, path: str | Path) -> Path:
+    """Write ``agent.state()`` to ``path`` as JSON, atomically (a crash leaves the old file)."""
+    import json
+    import os
+
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(agent.state(), sort_keys=True, allow_nan=True), encoding="utf-8")
+    os.replace(tmp, target)
+    return target
+
+
+def load_agent_state(agent: Agent, path: str | Path) -> None:
+    """Restore ``agent`` from a file written by :func:`save_agent_state`."""
+    import json
+
+    agent.load_state(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TradesimError(Exception):
     """Base class of every error tradesim raises on purpose."""
@@ -60,7 +62,12 @@ class ConfigError(TradesimError, ValueError):
     """A configuration value or spec is invalid; names the key and the accepted values."""
 
 
-class LLMError(TradesimError):
+class FatalAgentError(TradesimError):
+    """The agent cannot go on (a spent budget, a replay miss, an unusable model): the session
+    stops the run even when ``on_agent_error='hold'`` would hold through an agent's mistake."""
+
+
+class LLMError(FatalAgentError):
     """An LLM gateway call could not be served; subclasses say why."""
 
 
@@ -96,7 +103,7 @@ class EngineError(TradesimError):
                                       f"time {time}" if time is not None else "") if p)
         super().__init__(f"{where}: {message}" if where else message)
         self.step, self.time = step, time
-        self.partial_result = None  # the RunResult up to the failure (set by the runner)
+        self.partial_result: Any = None  # the RunResult up to the failure (set by the runner)
 
 
 class LedgerInvariantError(EngineError, AssertionError):

@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from tradesim.contracts import BaseAgent, Decision, Observation
+from pydantic import Field
+
+from tradesim.contracts import AgentParams, BaseAgent, Decision, Observation, RunContext
 from tradesim.data.bars import to_utc_stamp
 from tradesim.data.view import MarketData
 from tradesim.errors import ConfigError
@@ -76,8 +78,6 @@ class _WindowSignalAgent(BaseAgent):
     def decide(self, obs: Observation) -> Decision:
         """Re-target the whole book only when some symbol's signal changes (a cross): between
         changes positions drift freely instead of being trimmed back to 1/N every bar."""
-        if self._time is not None and obs.time < self._time:
-            self._signals = None  # time went backwards: a new run
         self._time = obs.time
         lookback, market = self.lookback, obs.market
         signals = {}
@@ -108,6 +108,11 @@ class _WindowSignalAgent(BaseAgent):
             unchanged.iloc[first] = bool(signals.iloc[first].isna().all())
         return signals.where(~unchanged) / len(data.symbols)
 
+    def start(self, context: RunContext) -> None:
+        """A new run: forget the previous run's signals."""
+        super().start(context)
+        self._signals, self._time = None, None
+
     def state(self) -> dict[str, Any]:
         return {"signals": self._signals,
                 "time": None if self._time is None else str(self._time)}
@@ -124,12 +129,17 @@ class SmaCross(_WindowSignalAgent):
 
     name = "sma_cross"
 
-    def __init__(self, *, fast: int = 10, slow: int = 30, allow_short: bool = False) -> None:
-        _require(isinstance(fast, int) and fast >= 1, "fast", fast, "a whole number of bars >= 1")
-        _require(isinstance(slow, int) and slow > fast, "slow", slow,
-                 f"a whole number of bars greater than fast={fast}")
-        self.fast, self.slow, self.allow_short = fast, slow, bool(allow_short)
-        self.lookback = slow
+    class Params(AgentParams):
+        fast: int = Field(10, ge=1, description="bars in the fast average")
+        slow: int = Field(30, ge=2, description="bars in the slow average (> fast)")
+        allow_short: bool = Field(False, description="short while fast < slow")
+
+    def __init__(self, **params: Any) -> None:
+        p = self._configure(params)
+        _require(p.slow > p.fast, "slow", p.slow,
+                 f"a whole number of bars greater than fast={p.fast}")
+        self.fast, self.slow, self.allow_short = p.fast, p.slow, p.allow_short
+        self.lookback = p.slow
 
     def _signal(self, windows: np.ndarray) -> np.ndarray:
         fast = windows[:, -self.fast:].mean(axis=1)
@@ -160,14 +170,17 @@ class Macd(_WindowSignalAgent):
 
     name = "macd"
 
-    def __init__(self, *, fast: int = 12, slow: int = 26, signal: int = 9,
-                 allow_short: bool = False) -> None:
-        _require(isinstance(fast, int) and fast >= 1, "fast", fast, "a whole number of bars >= 1")
-        _require(isinstance(slow, int) and slow > fast, "slow", slow,
-                 f"a whole number of bars greater than fast={fast}")
-        _require(isinstance(signal, int) and signal >= 1, "signal", signal,
-                 "a whole number of bars >= 1")
-        self.fast, self.slow, self.signal, self.allow_short = fast, slow, signal, bool(allow_short)
+    class Params(AgentParams):
+        fast: int = Field(12, ge=1, description="span of the fast EMA")
+        slow: int = Field(26, ge=2, description="span of the slow EMA (> fast)")
+        signal: int = Field(9, ge=1, description="span of the signal line's EMA")
+        allow_short: bool = Field(False, description="short while MACD < signal")
+
+    def __init__(self, **params: Any) -> None:
+        p = self._configure(params)
+        fast, slow, signal = p.fast, p.slow, p.signal
+        _require(slow > fast, "slow", slow, f"a whole number of bars greater than fast={fast}")
+        self.fast, self.slow, self.signal, self.allow_short = fast, slow, signal, p.allow_short
         self._w_fast, self._w_slow = _ema_weights(fast), _ema_weights(slow)
         self._w_signal = _ema_weights(signal)
         self.lookback = self._w_slow.shape[0] + self._w_signal.shape[0] - 1
@@ -190,21 +203,21 @@ class TimeSeriesMomentum(_WindowSignalAgent):
 
     name = "momentum"
 
-    def __init__(self, *, lookback: int = 252, vol_target: float | None = 0.15,
-                 vol_window: int = 60, max_leverage: float = 2.0,
-                 periods_per_year: float = 252.0, allow_short: bool = False) -> None:
-        _require(isinstance(lookback, int) and lookback >= 1, "lookback", lookback,
-                 "a whole number of bars >= 1")
-        _require(vol_target is None or vol_target > 0, "vol_target", vol_target,
-                 "a positive annual volatility such as 0.15, or None for unit positions")
-        _require(isinstance(vol_window, int) and vol_window >= 2, "vol_window", vol_window,
-                 "a whole number of bars >= 2")
-        _require(max_leverage > 0, "max_leverage", max_leverage, "a positive number")
-        _require(periods_per_year > 0, "periods_per_year", periods_per_year, "a positive number")
-        self.horizon, self.vol_target, self.vol_window = lookback, vol_target, vol_window
-        self.max_leverage, self.periods_per_year = float(max_leverage), float(periods_per_year)
-        self.allow_short = bool(allow_short)
-        self.lookback = max(lookback, vol_window) + 1
+    class Params(AgentParams):
+        lookback: int = Field(252, ge=1, description="bars the trend return spans")
+        vol_target: float | None = Field(0.15, gt=0, description="annual volatility per symbol "
+                                         "(None: unit positions)")
+        vol_window: int = Field(60, ge=2, description="returns in the volatility estimate")
+        max_leverage: float = Field(2.0, gt=0, description="cap per symbol")
+        periods_per_year: float = Field(252.0, gt=0, description="bars per year")
+        allow_short: bool = Field(False, description="short a falling trend")
+
+    def __init__(self, **params: Any) -> None:
+        p = self._configure(params)
+        self.horizon, self.vol_target, self.vol_window = p.lookback, p.vol_target, p.vol_window
+        self.max_leverage, self.periods_per_year = p.max_leverage, p.periods_per_year
+        self.allow_short = p.allow_short
+        self.lookback = max(p.lookback, p.vol_window) + 1
 
     def _signal(self, windows: np.ndarray) -> np.ndarray:
         trend = windows[:, -1] / windows[:, -1 - self.horizon] - 1.0
@@ -225,12 +238,16 @@ class BuyAndHold(BaseAgent):
     name = "buy_and_hold"
     lookback = 1
 
-    def __init__(self) -> None:
+    def __init__(self, **params: Any) -> None:
+        self._configure(params)
         self._entered: np.datetime64 | None = None
 
+    def start(self, context: RunContext) -> None:
+        """A new run: enter again."""
+        super().start(context)
+        self._entered = None
+
     def decide(self, obs: Observation) -> Decision:
-        if self._entered is not None and obs.time < self._entered:
-            self._entered = None  # a new run started earlier than the last one: start over
         if self._entered is None and all(obs.market.count(s) for s in obs.universe):
             self._entered = obs.time
             return Decision(weights={s: 1.0 / len(obs.universe) for s in obs.universe},
@@ -261,15 +278,21 @@ class EqualWeight(BaseAgent):
     name = "equal_weight"
     lookback = 1
 
-    def __init__(self, *, every: int = 21) -> None:
-        _require(isinstance(every, int) and every >= 1, "every", every,
-                 "a whole number of bars >= 1 (21 is about monthly on daily bars)")
-        self.every = every
+    class Params(AgentParams):
+        every: int = Field(21, ge=1, description="bars between rebalances (21: about monthly "
+                           "on daily bars)")
+
+    def __init__(self, **params: Any) -> None:
+        self.every = self._configure(params).every
+        self._steps = 0
+        self._last: np.datetime64 = np.datetime64("NaT", "ns")
+
+    def start(self, context: RunContext) -> None:
+        """A new run: restart the schedule."""
+        super().start(context)
         self._steps, self._last = 0, np.datetime64("NaT", "ns")
 
     def decide(self, obs: Observation) -> Decision:
-        if not np.isnat(self._last) and obs.time <= self._last:
-            self._steps = 0  # a new run (time went backwards): restart the schedule
         self._last = obs.time
         step, self._steps = self._steps, self._steps + 1
         if step % self.every:
@@ -315,18 +338,23 @@ class DualThrust(BaseAgent):
 
     name = "dual_thrust"
 
-    def __init__(self, *, k1: float = 0.5, k2: float = 0.5, lookback_days: int = 4,
-                 bars_per_day: int = 1440, flat_at_close: bool = True,
-                 close_time: str = "15:55", timezone: str = "America/New_York",
-                 day_start_utc_hour: float = 6.0, allow_short: bool = True) -> None:
-        _require(k1 > 0, "k1", k1, "a positive multiple of the range such as 0.5")
-        _require(k2 > 0, "k2", k2, "a positive multiple of the range such as 0.5")
-        _require(isinstance(lookback_days, int) and lookback_days >= 1, "lookback_days",
-                 lookback_days, "a whole number of days >= 1")
-        _require(isinstance(bars_per_day, int) and bars_per_day >= 1, "bars_per_day",
-                 bars_per_day, "the most bars one day can hold (1440 for 1-minute bars)")
-        _require(0 <= day_start_utc_hour < 24, "day_start_utc_hour", day_start_utc_hour,
-                 "an hour in [0, 24)")
+    class Params(AgentParams):
+        k1: float = Field(0.5, gt=0, description="upper band: open + k1 x range")
+        k2: float = Field(0.5, gt=0, description="lower band: open - k2 x range")
+        lookback_days: int = Field(4, ge=1, description="completed days in the range")
+        bars_per_day: int = Field(1440, ge=1, description="most bars one day can hold "
+                                  "(1440 for 1-minute bars)")
+        flat_at_close: bool = Field(True, description="flat from close_time, each day flat")
+        close_time: str = Field("15:55", description="HH:MM exchange local time")
+        timezone: str = Field("America/New_York", description="IANA zone of close_time")
+        day_start_utc_hour: float = Field(6.0, ge=0, lt=24, description="UTC hour days start")
+        allow_short: bool = Field(True, description="short below the lower band")
+
+    def __init__(self, **params: Any) -> None:
+        p = self._configure(params)
+        k1, k2, lookback_days, bars_per_day = p.k1, p.k2, p.lookback_days, p.bars_per_day
+        flat_at_close, close_time, timezone = p.flat_at_close, p.close_time, p.timezone
+        day_start_utc_hour, allow_short = p.day_start_utc_hour, p.allow_short
         try:
             self._close_time, self._tz = dtime.fromisoformat(close_time), ZoneInfo(timezone)
         except (ValueError, KeyError) as exc:

@@ -17,12 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from tradesim.contracts import BaseAgent, Decision, Observation
+from pydantic import Field, field_validator
+
+from tradesim.contracts import AgentParams, BaseAgent, Decision, Observation, RunContext
 from tradesim.errors import ConfigError
-from tradesim.llm.budget import CostEstimate, PriceTable, count_tokens, estimate
+from tradesim.llm.budget import CostEstimate, PriceTable, estimate
 from tradesim.llm.gateway import CACHE_FILE, JOURNAL_FILE, Gateway, GatewayConfig, LLMResult
 from tradesim.llm.leakage import Anonymizer, leakage_flags, model_info
-from tradesim.llm.schema import TradeDecision
+from tradesim.llm.schema import TradeDecision, repair_message
 
 AGENT_FILE = "llm_agent.json"  # the agent's parameters and gateway config, for from_run
 
@@ -32,7 +34,7 @@ SYSTEM_PROMPT = (
     "this stock's allocation to hold long for buy or short for sell), confidence (0 to 1) and "
     "rationale (at most two sentences). Hold when the evidence is weak.")
 
-_SAMPLE_HEADLINE = "YYYY-MM-DD XXXX shares move after a quarterly update from management"
+_SAMPLE_HEADLINE = "2020-01-01 XXXX shares move after a quarterly update from management"
 
 
 class LLMAnalyst(BaseAgent):
@@ -40,29 +42,42 @@ class LLMAnalyst(BaseAgent):
 
     name = "llm_analyst"
 
-    def __init__(self, *, gateway: Gateway | GatewayConfig | dict[str, Any] | None = None,
-                 lookback: int = 20, news_items: int = 5, anonymize: bool = False,
-                 max_weight: float = 1.0, every: int = 1, allow_short: bool = False) -> None:
-        for key, value, ok, rule in (
-                ("lookback", lookback, isinstance(lookback, int) and lookback >= 2, "an int >= 2"),
-                ("news_items", news_items, isinstance(news_items, int) and news_items >= 0,
-                 "an int >= 0"),
-                ("every", every, isinstance(every, int) and every >= 1, "an int >= 1"),
-                ("max_weight", max_weight, isinstance(max_weight, (int, float))
-                 and 0 < max_weight <= 10, "a number in (0, 10]")):
-            if not ok:
-                raise ConfigError(f"llm_analyst parameter {key}={value!r} is invalid: use {rule}")
-        self.lookback = lookback
-        self.news_items = news_items
-        self.anonymize = anonymize
-        self.max_weight = float(max_weight)
-        self.every = every
-        self.allow_short = allow_short
-        self._gateway = gateway if isinstance(gateway, Gateway) else None
+    class Params(AgentParams):
+        lookback: int = Field(20, ge=2, description="bars of returns in each prompt")
+        news_items: int = Field(5, ge=0, description="latest headlines in each prompt")
+        anonymize: bool = Field(False, description="hide tickers and dates from the model")
+        max_weight: float = Field(1.0, gt=0, le=10, description="weight of a full-size buy, "
+                                  "spread 1/N over the universe")
+        every: int = Field(1, ge=1, description="decide on every k-th bar, hold between")
+        allow_short: bool = Field(False, description="a sell goes short instead of flat")
+        gateway: GatewayConfig = Field(default_factory=lambda: _gateway_config(None),
+                                       description="gateway settings, resolved from the "
+                                       "environment (TRADESIM_LLM, OPENAI_*) where not given")
+
+        @field_validator("gateway", mode="before")
+        @classmethod
+        def _gateway(cls, value: Any) -> GatewayConfig:
+            return _gateway_config(value)
+
+    def __init__(self, **params: Any) -> None:
+        """Parameters as in :class:`LLMAnalyst.Params`; ``gateway`` may also be a live
+        :class:`Gateway` (it stays its owner's: this agent will not close it)."""
+        given = params.get("gateway")
+        self._gateway = given if isinstance(given, Gateway) else None
+        if self._gateway is not None:
+            params = {**params, "gateway": self._gateway.config}
+        p = self._configure(params)
+        self.lookback = p.lookback
+        self.news_items = p.news_items
+        self.anonymize = p.anonymize
+        self.max_weight = p.max_weight
+        self.every = p.every
+        self.allow_short = p.allow_short
         self._owns_gateway = self._gateway is None
-        self.gateway_config = (gateway.config if isinstance(gateway, Gateway)
-                               else _gateway_config(gateway))
+        self.gateway_config = p.gateway
         self._steps = 0  # decide calls so far (decisions are made on every `every`-th)
+        self._sources: set[str] = set()  # data sources read (synthetic: no leakage flag)
+        self._closed: Gateway | None = None  # the last gateway closed: its record still saves
 
     @classmethod
     def from_run(cls, folder: str | Path, **overrides: Any) -> LLMAnalyst:
@@ -108,6 +123,15 @@ class LLMAnalyst(BaseAgent):
             for symbol, prompt in prompts.items()])
         return self._decision(obs, dict(zip(prompts, results)))
 
+    def start(self, context: RunContext) -> None:
+        """A new run: the decision schedule restarts."""
+        super().start(context)
+        self._steps = 0
+
+    def stop(self, *, error: BaseException | None = None) -> None:
+        """Release the gateway this agent built (its thread and cache connection)."""
+        self.close()
+
     def state(self) -> dict[str, Any]:
         return {"steps": self._steps}
 
@@ -119,17 +143,21 @@ class LLMAnalyst(BaseAgent):
     def run_meta(self, *, start: np.datetime64, end: np.datetime64) -> dict[str, Any]:
         """Knowledge-cutoff leakage flags for [start, end] plus the run's call/token/cost totals."""
         cfg = self.gateway_config
-        flags = leakage_flags(cfg.model_name, start, end)
+        flags = leakage_flags(cfg.model_name, start, end, sources=self._sources,
+                              anonymized=self.anonymize)
         info = model_info(cfg.model_name)
-        records = self._gateway.journal.records if self._gateway is not None else []
+        gw = self._gateway or self._closed
+        records = gw.journal.records if gw is not None else []
         llm = {
             "provider": cfg.provider, "model": cfg.model_name, "mode": cfg.mode,
+            "endpoint": Gateway.describe_config(cfg)["endpoint"],
+            "data_sources": sorted(self._sources),
             "knowledge_cutoff": str(info.cutoff) if info else None,
             "cutoff_source": info.source if info else None,
             "leakage": [{"model": f.model, "level": f.level, "message": f.message} for f in flags],
             "anonymized": self.anonymize,
             "calls": len(records),
-            "model_calls": self._gateway.model_calls if self._gateway is not None else 0,
+            "model_calls": gw.model_calls if gw is not None else 0,
             "cache_hits": sum(r.cache_hit for r in records),
             "abstained": sum(r.abstained for r in records),
             "prompt_tokens": sum(r.prompt_tokens for r in records),
@@ -150,43 +178,56 @@ class LLMAnalyst(BaseAgent):
                         mode="json", exclude={"mode", "cache_path"})}
         out = folder / AGENT_FILE
         out.write_text(json.dumps(settings, indent=2, sort_keys=True), encoding="utf-8")
-        gw = self.gateway
-        if gw.cache.path.resolve() == (folder / CACHE_FILE).resolve():  # replaying in place
-            return [out, gw.journal.save(folder / JOURNAL_FILE), gw.cache.path]
-        cache, journal = gw.save(folder)
+        gw = self._gateway or self._closed or self.gateway  # a closed gateway still saves its run
+        cache, journal = gw.save(folder)  # only the answers this run used
         return [out, journal, cache]
 
     # --- dry run --------------------------------------------------------------------------
 
     def estimate_run(self, *, n_steps: int, n_symbols: int, prompt_tokens: int | None = None,
-                     completion_tokens: int | None = None) -> CostEstimate:
+                     completion_tokens: int | None = None, start: np.datetime64 | str | None = None,
+                     end: np.datetime64 | str | None = None,
+                     sources: tuple[str, ...] = ()) -> CostEstimate:
         """Dry-run calls, tokens and cost of a backtest of ``n_steps`` bars over ``n_symbols``.
 
         One call per symbol on every ``every``-th step; prompt tokens default to a full prompt
-        (``lookback`` bars, ``news_items`` headlines), completion tokens to ``max_tokens``, so
-        the figures are an upper bound unless the model needs repair attempts.
+        (``lookback`` bars, ``news_items`` headlines) counted with the model's tokenizer where
+        one is available, completion tokens to ``max_tokens``; the worst case adds one repair
+        per call. An unknown price is reported as unknown, never $0. With ``start``/``end``
+        (and the data ``sources``) the knowledge-cutoff warnings come with the estimate.
         """
+        from tradesim.llm.tokens import token_counter
+
+        cfg = self.gateway_config  # estimating must not need a key or a loaded model
         calls = math.ceil(n_steps / self.every) * n_symbols
-        tokens_in = prompt_tokens if prompt_tokens is not None else self._typical_prompt_tokens()
-        if self._gateway is not None:
-            return self._gateway.estimate(calls=calls, prompt_tokens=tokens_in,
-                                          completion_tokens=completion_tokens)
-        cfg = self.gateway_config  # no gateway yet: estimating must not need a key or a model
+        counter = token_counter(provider=cfg.provider, model=cfg.model_name,
+                                model_path=cfg.model_path)
+        tokens_in = (prompt_tokens if prompt_tokens is not None
+                     else counter.messages(self._typical_messages()))
+        repair = counter.text(repair_message("x" * 120, TradeDecision)["content"])
+        warnings: tuple[str, ...] = ()
+        if start is not None and end is not None:
+            warnings = tuple(f"LLM knowledge-cutoff leakage ({f.level}): {f.message}"
+                             for f in leakage_flags(cfg.model_name, start, end, sources=sources,
+                                                    anonymized=self.anonymize))
         return estimate(model=cfg.model_name, calls=calls, prompt_tokens=tokens_in,
                         completion_tokens=completion_tokens or cfg.max_tokens,
-                        prices=PriceTable(cfg.prices))
+                        prices=PriceTable(cfg.prices),
+                        free=cfg.provider in ("local", "local-transformers"),
+                        tokenizer=counter.name, repair_tokens=repair, warnings=warnings)
 
     def close(self) -> None:
         """Stop the gateway this agent built (a gateway passed in stays with its owner)."""
         if self._gateway is not None and self._owns_gateway:
             self._gateway.close()
-            self._gateway = None
+            self._closed, self._gateway = self._gateway, None
 
     # --- internals ------------------------------------------------------------------------
 
     def _prompt(self, obs: Observation, symbol: str) -> str | None:
         """The user prompt for ``symbol`` at ``obs.time``, or None without two finite closes."""
         bars = obs.bars(symbol, lookback=self.lookback)
+        self._sources.add(bars.source)
         close = bars.close
         ok = np.isfinite(close) & (close > 0)
         if ok.sum() < 2:
@@ -200,13 +241,13 @@ class LLMAnalyst(BaseAgent):
                            f"{np.datetime64(t, 'D')} {title}"
                            for t, title in zip(news.available_at, news.title)])
 
-    def _typical_prompt_tokens(self) -> int:
-        """Tokens of a full prompt (system + user) with placeholder numbers and headlines."""
-        close = np.linspace(100.0, 101.0, self.lookback)
-        user = _render(symbol="XXXX", day="YYYY-MM-DD", interval="1d", close=close,
+    def _typical_messages(self) -> list[dict[str, str]]:
+        """A full prompt (system + user) with realistic numbers and placeholder headlines."""
+        close = 100.0 * np.cumprod(1 + 0.013 * np.sin(np.arange(self.lookback) * 1.7))
+        user = _render(symbol="XXXX", day="2020-01-01", interval="1d", close=close,
                        volume=np.full(self.lookback, 1e6), weight=0.0,
                        headlines=[_SAMPLE_HEADLINE] * self.news_items)
-        return count_tokens(SYSTEM_PROMPT) + count_tokens(user)
+        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
     def _decision(self, obs: Observation, results: dict[str, LLMResult]) -> Decision:
         """Target weights from the answers: buy w/N, sell -w/N (or flat when long-only), hold keeps."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -127,8 +128,8 @@ class Bars:
         j = len(self) if end is None else int(np.searchsorted(self.time, to_utc_stamp(end), "right"))
         return self.slice(i, j)
 
-    def with_arrays(self, **arrays: np.ndarray) -> Bars:
-        """A copy with some arrays replaced (used by repairs); other fields are shared."""
+    def with_arrays(self, **arrays: Any) -> Bars:
+        """A copy with some arrays (or ``meta``) replaced (used by repairs); other fields are shared."""
         return replace(self, **arrays)
 
     def fingerprint(self) -> str:

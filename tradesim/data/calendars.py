@@ -193,13 +193,13 @@ def news_available_at(published: object, *, exchange: str = "XNYS") -> np.ndarra
     i = np.searchsorted(s.closes, t, "right")  # first session closing after t
     if len(t) and i.max() >= len(s.closes):
         late = pd.Timestamp(t[int(np.argmax(i >= len(s.closes)))])
-        raise ValueError(f"news stamp {late} UTC lies after the last {s.name} session known to "
-                         f"exchange_calendars ({pd.Timestamp(s.days[-1])}); upgrade it or drop "
-                         "the item")
+        raise ConfigError(f"news stamp {late} UTC lies after the last {s.name} session known "
+                          f"to exchange_calendars ({pd.Timestamp(s.days[-1])}); upgrade it or "
+                          "drop the item")
     if len(t) and t.min() < s.opens[0]:
         early = pd.Timestamp(t.min())
-        raise ValueError(f"news stamp {early} UTC lies before the {s.name} calendar starts "
-                         f"({CALENDAR_START})")
+        raise ConfigError(f"news stamp {early} UTC lies before the {s.name} calendar starts "
+                          f"({CALENDAR_START}); drop the item or correct its date")
     opens = s.opens[i]
     return np.where(t >= opens, t, opens)
 

@@ -63,7 +63,7 @@ def read_bars(path: Path | str, *, symbol: str | None = None, layout: str = "aut
     path = Path(path)
     _check_options(layout=layout, columns=columns, interval=interval)
     if not path.is_file():
-        raise FileNotFoundError(f"no bar file at {path}")
+        raise DataSourceError(f"no bar file at {path}; check the path (--data PATH)")
     if _is_parquet(path):
         if layout not in ("auto", "columns", "yahoo"):
             raise ConfigError(f"layout={layout!r} describes a text file but {path} is Parquet; "

@@ -89,7 +89,7 @@ def read_news(path: Path | str, *, columns: Mapping[str, str] | None = None,
 def _read(path: Path) -> tuple[pd.DataFrame, int]:
     """All cells as text (CSV) or typed (Parquet), plus the file row of the first item."""
     if not path.is_file():
-        raise FileNotFoundError(f"no news file at {path}")
+        raise ConfigError(f"no news file at {path}; check the path (--news PATH, news=)")
     if path.suffix.lower() in (".parquet", ".pq"):
         frame, first_row = read_parquet_file(path), 1
     else:

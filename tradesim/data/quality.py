@@ -547,7 +547,8 @@ class _Repairs:
     """Repair rows of one symbol: ``(symbol, time, check, before, after)``, all text."""
 
     def __init__(self, symbol: str) -> None:
-        self.symbol, self.rows = symbol, []
+        self.symbol = symbol
+        self.rows: list[dict[str, str]] = []
 
     def add(self, check: str, day: object, before: str, after: str) -> None:
         self.rows.append({"symbol": self.symbol, "time": str(day), "check": check,

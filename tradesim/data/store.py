@@ -154,6 +154,7 @@ class Store:
                 findings.append(Finding(symbol=unquote(path.stem), time=None, check="unreadable",
                                         message=str(exc), fix=f"delete {path} and fetch again"))
                 continue
+            assert cached is not None  # _files() lists only existing entries
             bars = cached.bars
             if bars.fingerprint() != meta["fingerprint"]:
                 findings.append(Finding(

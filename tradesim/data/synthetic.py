@@ -303,8 +303,8 @@ def _paths(seed: int, params: SyntheticParams, start: np.datetime64, end: np.dat
     volume = np.maximum(np.rint(np.exp(log_volume)), 1000.0)
     out = {}
     for i, s in enumerate(symbols):
-        cols = [o[:, i], h[:, i], lo[:, i], c[:, i], volume[:, i], ret[:, i], sigma[:, i],
-                intraday_vol[:, i]]
+        cols = (o[:, i], h[:, i], lo[:, i], c[:, i], volume[:, i], ret[:, i], sigma[:, i],
+                intraday_vol[:, i])
         for arr in cols:
             arr.flags.writeable = False
         out[s] = _Path(*cols, sector=int(sector[i]))
@@ -447,6 +447,7 @@ class SyntheticSource:
         interval_nanos(interval)
         path, m = self._path(symbol), self._market()
         lo, hi = _bounds(start, end)
+        cols: tuple[np.ndarray, ...]
         if interval == "1d":
             cols = (m.closes, path.open, path.high, path.low, path.close, path.volume)
         else:

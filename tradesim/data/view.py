@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 import pandas as pd
 
-from tradesim.data.bars import BAR_COLUMNS, NEWS_COLUMNS, Bars, News, to_utc_stamp
+from tradesim.data.bars import NEWS_COLUMNS, Bars, News, to_utc_stamp
 from tradesim.errors import LookAheadError, UnknownSymbolError
 
 
@@ -165,8 +165,9 @@ def _prefix_view(arr: np.ndarray, i: int, j: int) -> np.ndarray:
     """
     size = arr.itemsize
     buf = (ctypes.c_char * ((j - i) * size)).from_address(arr.ctypes.data + i * size)
-    buf._owner = arr  # keeps the memory alive as long as the view (private, like any internals)
-    out = np.frombuffer(buf, dtype=arr.dtype)
+    # keeps the memory alive as long as the view (private, like any internals)
+    setattr(buf, "_owner", arr)  # noqa: B010 -- ctypes instances take ad-hoc attributes; stubs don't say so
+    out = np.frombuffer(buf, dtype=arr.dtype)  # type: ignore[call-overload]  # stub omits ctypes buffers
     out.flags.writeable = False
     return out
 
@@ -180,7 +181,9 @@ def _sealed(full: Bars, i: int, j: int) -> Bars:
     """
     take = _copy_rows if j - i < _COPY_BELOW else _prefix_view
     return Bars(full.symbol, full.interval, full.adjusted, full.source,
-                *(take(getattr(full, c), i, j) for c in ("time", *BAR_COLUMNS)), full.meta)
+                time=take(full.time, i, j), open=take(full.open, i, j), high=take(full.high, i, j),
+                low=take(full.low, i, j), close=take(full.close, i, j),
+                volume=take(full.volume, i, j), meta=full.meta)
 
 
 def _copy_rows(arr: np.ndarray, i: int, j: int) -> np.ndarray:

@@ -128,7 +128,9 @@ class YahooSource:
                 frame = ticker.history(**kwargs)
             except yf.exceptions.YFPricesMissingError as exc:
                 if exc.yahoo_reason is not None:
-                    raise _classify(exc, symbol, interval)[0] from exc
+                    missing = _classify(exc, symbol, interval)
+                    assert missing is not None  # a YFPricesMissingError is always classified
+                    raise missing[0] from exc
                 # the symbol exists (its time zone resolved): the window is just empty
                 return _empty_frame(), _exchange_tz(ticker)
             except Exception as exc:

@@ -1,9 +1,12 @@
-"""Clock, broker, fills and costs, ledger, the step loop, backtest runner and fast path."""
+"""The account (broker, fills, costs, ledger), the session loop and its feeds, the backtest,
+run records and the vectorised fast path. The engine imports neither agents nor reports."""
 
-from tradesim.engine.backtest import BacktestConfig, run_backtest
+from tradesim.engine.account import Account
+from tradesim.engine.backtest import BacktestConfig, simulate
 from tradesim.engine.costs import PRESETS, CostModel, load_costs
-from tradesim.engine.loop import Engine
-from tradesim.engine.record import RunResult
+from tradesim.engine.feed import Feed, HistoricalFeed, Tick
+from tradesim.engine.record import Recorder, RunResult
+from tradesim.engine.session import Session
 
-__all__ = ["PRESETS", "BacktestConfig", "CostModel", "Engine", "RunResult", "load_costs",
-           "run_backtest"]
+__all__ = ["PRESETS", "Account", "BacktestConfig", "CostModel", "Feed", "HistoricalFeed",
+           "Recorder", "RunResult", "Session", "Tick", "load_costs", "simulate"]

@@ -1,7 +1,12 @@
-"""Backtest runner: a frozen, TOML-loadable config in, a RunResult out (partial on failure)."""
+"""Backtest: a frozen, TOML-loadable config and an agent in, a RunResult out (partial on failure).
+
+The engine takes an agent object and loaded data; resolving an agent by name, loading data and
+writing the HTML report are the job of :func:`tradesim.evaluate.backtest.run_backtest` above it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time as _time
 import tomllib
 from collections.abc import Callable
@@ -18,12 +23,14 @@ from pydantic import (
     model_validator,
 )
 
-from tradesim.contracts import Agent, RunArtifacts
+from tradesim.contracts import Agent, RunArtifacts, RunContext
 from tradesim.data.bars import to_utc_stamp
 from tradesim.data.view import MarketData
+from tradesim.engine.account import Account
 from tradesim.engine.costs import CostModel, load_costs
-from tradesim.engine.loop import Engine, closes_on, iso_time, run_loop
+from tradesim.engine.feed import HistoricalFeed, closes_on
 from tradesim.engine.record import Recorder, RunResult
+from tradesim.engine.session import Session
 from tradesim.errors import ConfigError, EngineError, TradesimError
 
 
@@ -41,6 +48,9 @@ class BacktestConfig(BaseModel):
     source_options: dict[str, Any] = Field(default_factory=dict,
                                            description='e.g. {root = "prices/"} for files')
     interval: str = "1d"
+    exchange: str | None = Field(None, description="calendar for file stamps and checks: an "
+                                 "exchange code such as XNYS, or 24/7 for round-the-clock data")
+    news: str | None = Field(None, description="a news file loaded with the bars")
     quality: Literal["raise", "warn", "repair"] = "raise"
     allow: tuple[str, ...] = Field((), description="quality checks to skip, e.g. zero_volume")
     costs: CostModel = Field(default_factory=lambda: load_costs("default"))
@@ -100,56 +110,43 @@ class BacktestConfig(BaseModel):
             raise ConfigError("invalid backtest config:\n  " + "\n  ".join(lines)) from exc
 
 
-def run_backtest(*, config: BacktestConfig, agent: Agent | None = None,
-                 data: MarketData | None = None, progress: Callable[[int, int], None] | None = None,
-                 save_to: str | Path | None = None) -> RunResult:
-    """Run ``agent`` (default: loaded from ``config.agent``) over ``data`` (default: loaded).
+def simulate(*, config: BacktestConfig, agent: Agent, data: MarketData,
+             progress: Callable[[int, int], None] | None = None,
+             save_to: str | Path | None = None, spool: str | Path | None = None,
+             meta: dict[str, Any] | None = None) -> RunResult:
+    """Run ``agent`` over ``data`` as ``config`` says: a session on the historical clock.
 
-    On an engine or agent error the partial RunResult is built (and saved to ``save_to`` when
-    given), attached to the exception as ``partial_result``, and the exception re-raised.
+    ``save_to`` writes the run folder (tables, config, meta, the agent's own artifacts; the HTML
+    report is the caller's). ``spool`` keeps the recorder's packed chunks on disk instead of in
+    memory (bounded memory on very long runs). On an engine or agent error the partial
+    RunResult is built (and saved when ``save_to`` is given), attached to the exception as
+    ``partial_result``, and the exception re-raised. ``meta`` adds run facts to the record.
     """
-    agent, data, universe, clock = prepare_backtest(config=config, agent=agent, data=data)
-    engine = Engine(symbols=universe, initial_cash=config.initial_cash, costs=config.costs,
-                    fill=config.fill, lot_size=config.lot_size, fractional=config.fractional,
-                    allow_short=config.allow_short, max_leverage=config.max_leverage,
-                    maintenance_margin=config.maintenance_margin)
-    recorder = Recorder(clock=clock, symbols=universe)
-    meta: dict[str, Any] = {"agent": getattr(agent, "name", type(agent).__name__),
-                            "bars": len(clock), "partial": False}
+    universe, clock = universe_and_clock(config=config, data=data)
+    account = Account(symbols=universe, initial_cash=config.initial_cash, costs=config.costs,
+                      fill=config.fill, lot_size=config.lot_size, fractional=config.fractional,
+                      allow_short=config.allow_short, max_leverage=config.max_leverage,
+                      maintenance_margin=config.maintenance_margin)
+    recorder = Recorder(clock=clock, symbols=universe, spool=spool)
+    context = RunContext(universe=universe, interval=config.interval, clock="historical",
+                         seed=config.seed, run_folder=None if save_to is None else Path(save_to),
+                         start=clock[0], end=clock[-1])
+    session = Session(agent=agent, account=account, recorder=recorder, context=context,
+                      on_agent_error=config.on_agent_error)
+    meta = {"agent": agent.name, "bars": len(clock), "partial": False, **(meta or {})}
     bench = closes_on(data, config.benchmark, clock) if config.benchmark else None
     started = _time.perf_counter()
+    feed = HistoricalFeed(data=data, universe=universe, clock=clock, interval=config.interval)
     try:
-        run_loop(engine=engine, agent=agent, data=data, universe=universe, clock=clock,
-                 recorder=recorder, interval=config.interval,
-                 on_agent_error=config.on_agent_error, progress=progress)
+        session.run(feed, progress=progress)
     except EngineError as exc:
         meta.update(partial=True, error=f"{type(exc).__name__}: {exc}")
-        exc.partial_result = _finish(config, data, agent, engine, recorder, bench, meta, started,
+        exc.partial_result = _finish(config, data, agent, recorder, bench, meta, started,
                                      save_to)
         raise
-    if engine.ruined:
+    if session.stopped == "ruin":
         meta["stopped"] = "ruin: equity fell to zero or below"
-    return _finish(config, data, agent, engine, recorder, bench, meta, started, save_to)
-
-
-def prepare_backtest(*, config: BacktestConfig, agent: Agent | None = None,
-                     data: MarketData | None = None
-                     ) -> tuple[Agent, MarketData, tuple[str, ...], np.ndarray]:
-    """The agent, data, traded universe and clock a run of ``config`` would use (loading what is
-    not given); shared by :func:`run_backtest` and :func:`estimate_backtest`."""
-    if agent is None:
-        from tradesim.agents.registry import load_agent
-        agent = load_agent(config.agent, **config.agent_params)
-    if data is None:
-        from tradesim.data.load import load_market
-        wanted = None if not config.symbols else list(config.symbols) + (
-            [config.benchmark] if config.benchmark and config.benchmark not in config.symbols
-            else [])
-        # history before `start` stays visible to the agent as warm-up; the clock starts at `start`
-        data = load_market(symbols=wanted, source=config.source, start=None, end=config.end,
-                           interval=config.interval, quality=config.quality, allow=config.allow,
-                           source_options=config.source_options)
-    return (agent, data, *universe_and_clock(config=config, data=data))
+    return _finish(config, data, agent, recorder, bench, meta, started, save_to)
 
 
 def universe_and_clock(*, config: BacktestConfig, data: MarketData
@@ -167,20 +164,6 @@ def universe_and_clock(*, config: BacktestConfig, data: MarketData
     return universe, clock
 
 
-def estimate_backtest(*, config: BacktestConfig, agent: Agent | None = None,
-                      data: MarketData | None = None) -> dict[str, Any]:
-    """What a run would cost before it starts: steps, symbols and, for agents that call a model
-    (those with ``estimate_run``), the calls, tokens and dollars of the LLM estimate."""
-    agent, data, universe, clock = prepare_backtest(config=config, agent=agent, data=data)
-    out: dict[str, Any] = {"agent": getattr(agent, "name", type(agent).__name__),
-                           "steps": len(clock), "symbols": list(universe),
-                           "first": iso_time(clock[0]), "last": iso_time(clock[-1])}
-    estimator = getattr(agent, "estimate_run", None)
-    if callable(estimator):
-        out["llm"] = estimator(n_steps=len(clock), n_symbols=len(universe))
-    return out
-
-
 def run_clock(data: MarketData, universe: tuple[str, ...], config: BacktestConfig) -> np.ndarray:
     """Bar-end stamps of the universe within [start, end] (earlier bars stay visible as history)."""
     stamps = np.sort(np.concatenate([data.full(s).time for s in universe]))
@@ -195,19 +178,21 @@ def run_clock(data: MarketData, universe: tuple[str, ...], config: BacktestConfi
     return clock
 
 
-def _finish(config: BacktestConfig, data: MarketData, agent: Agent, engine: Engine,
-            recorder: Recorder, bench: np.ndarray | None, meta: dict[str, Any], started: float,
+def _finish(config: BacktestConfig, data: MarketData, agent: Agent, recorder: Recorder,
+            bench: np.ndarray | None, meta: dict[str, Any], started: float,
             save_to: str | Path | None) -> RunResult:
-    for event in engine.events:
-        recorder.event(**event)
     meta["seconds"] = round(_time.perf_counter() - started, 6)
     from tradesim.rewards.metrics import compute_metrics
 
     result = recorder.build(config=config.model_dump(mode="json"), fingerprints=data.fingerprints(),
-                            fill_mode=config.fill, orders=engine.broker.orders, fills=engine.fills,
-                            benchmark=bench, initial_cash=config.initial_cash, meta=meta,
+                            fill_mode=config.fill, benchmark=bench,
+                            initial_cash=config.initial_cash, meta=meta,
                             metrics_fn=compute_metrics)
     result.meta["monitors"] = _monitors(result, config)
+    repairs = data.repairs
+    if len(repairs):
+        result = dataclasses.replace(result, repairs=repairs)
+        result.meta["repairs"] = len(repairs)
     if isinstance(agent, RunArtifacts) and len(result.equity):
         extra = agent.run_meta(start=recorder.clock[0], end=recorder.clock[-1])
         warnings = [*result.meta.get("warnings", []), *extra.pop("warnings", [])]
@@ -221,7 +206,7 @@ def _finish(config: BacktestConfig, data: MarketData, agent: Agent, engine: Engi
     return result
 
 
-def _monitors(result: RunResult, config: BacktestConfig) -> dict[str, float]:
+def _monitors(result: RunResult, config: BacktestConfig) -> dict[str, Any]:
     """Hack monitors (turnover, holding time, leverage, P&L concentration) for every run."""
     from tradesim.rewards.monitors import compute_monitors
 

@@ -13,13 +13,14 @@ without NumPy's per-call overhead on one symbol at a time.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from tradesim.contracts import Fill
 from tradesim.engine.costs import CostModel, fill_costs
-from tradesim.errors import LedgerInvariantError
+from tradesim.errors import ConfigError, LedgerInvariantError
 
 MARKET, LIMIT, STOP = "market", "limit", "stop"
 _PRICE_TOL = 1e-9
@@ -158,20 +159,19 @@ class Broker:
         self.symbols = symbols
         self.costs = costs
         self.open_orders: list[Order] = []
-        self.orders: list[Order] = []  # every order ever created, in creation order
+        self.closed: list[Order] = []  # filled, partial or cancelled, not yet taken by the session
         self._next_id = 1
 
     def create(self, *, time: np.datetime64, col: int, quantity: float, kind: str = MARKET,
                level: float = math.nan, reason: str = "rebalance") -> Order:
         """Create and queue an order (it executes from the next bar processed)."""
         if kind not in (MARKET, LIMIT, STOP):
-            raise ValueError(f"unknown order kind {kind!r}; use market, limit or stop")
+            raise ConfigError(f"unknown order kind {kind!r}; use market, limit or stop")
         if kind != MARKET and not (math.isfinite(level) and level > 0):
-            raise ValueError(f"{kind} order for {self.symbols[col]} needs a positive level, got {level!r}")
+            raise ConfigError(f"{kind} order for {self.symbols[col]} needs a positive level, got {level!r}")
         order = Order(self._next_id, time, self.symbols[col], col, float(quantity), kind,
                       float(level), reason)
         self._next_id += 1
-        self.orders.append(order)
         self.open_orders.append(order)
         return order
 
@@ -179,6 +179,7 @@ class Broker:
         """Cancel an open order (a partially filled one keeps status ``partial``)."""
         if order in self.open_orders:
             self.open_orders.remove(order)
+            self.closed.append(order)
             if order.status == "open":
                 order.status = "cancelled"
 
@@ -188,8 +189,8 @@ class Broker:
             if (col is None or order.col == col) and (kind is None or order.kind == kind):
                 self.cancel(order)
 
-    def execute(self, *, step: int, time: np.datetime64, ref: np.ndarray, high: np.ndarray,
-                low: np.ndarray, volume: np.ndarray,
+    def execute(self, *, step: int, time: np.datetime64, ref: Sequence[float],
+                high: Sequence[float], low: Sequence[float], volume: Sequence[float],
                 kinds: tuple[str, ...] = (MARKET, LIMIT, STOP),
                 used: dict[int, float] | None = None) -> list[tuple[Order, Fill]]:
         """Fill open orders in this bar: market orders at ``ref`` (the open, or the close in
@@ -218,6 +219,7 @@ class Broker:
                 qty = math.copysign(min(abs(remaining), room), remaining)
                 used[j] = used.get(j, 0.0) + abs(qty)
             self.open_orders.remove(order)
+            self.closed.append(order)
             if qty == 0.0:
                 order.status = "cancelled"
                 continue

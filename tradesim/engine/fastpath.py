@@ -2,7 +2,7 @@
 
 For agents whose decisions do not depend on their own fills (baselines, parameter sweeps) the
 weights at every bar end can be computed at once (``agent.target_weights(data)``). The kernel
-then replays exactly what the event loop (:mod:`tradesim.engine.loop`) does with market orders:
+then replays exactly what the event loop (:mod:`tradesim.engine.session`) does with market orders:
 shares sized at decision time from the last close and truncated to whole lots (or fractional),
 fills at the next bar's open (or this bar's close with ``fill="close"``), the same commission,
 half-spread, slippage/impact, participation cap (excess cancelled), short borrow fee, decision
@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tradesim.errors import AgentDecisionError, ConfigError, LedgerInvariantError
+from tradesim.errors import AgentDecisionError, ConfigError, EngineError, LedgerInvariantError
 from tradesim.rewards.step import log_growth
 
 try:
     from numba import njit as _njit
 except ImportError:  # numba is optional: the same kernel runs interpreted
-    def _njit(**_: Any) -> Any:
+    def _njit(**_: Any) -> Any:  # type: ignore[no-redef]
         return lambda fn: fn
 
 _YEAR_NS = 365.25 * 86_400 * 1e9  # the same year as tradesim.engine.costs.borrow_fee
@@ -433,7 +433,7 @@ def run_fast(*, data: Any, weights: pd.DataFrame | np.ndarray, config: Any,
     or hold, per ``config.on_agent_error``.
     """
     from tradesim.engine.backtest import universe_and_clock
-    from tradesim.engine.loop import AlignedBars, closes_on
+    from tradesim.engine.feed import AlignedBars, closes_on
 
     universe, clock = universe_and_clock(config=config, data=data)
     w = _weights_matrix(weights, clock, universe)
@@ -510,10 +510,10 @@ def _decision_message(code: int, row: np.ndarray, universe: tuple[str, ...], sim
 
 
 def _failure(sim: SimResult, w: np.ndarray, universe: tuple[str, ...], clock: np.ndarray,
-             config: Any, rows: Any) -> Exception | None:
+             config: Any, rows: Any) -> EngineError | None:
     """The exception the event loop would raise for this run (None when it ran through)."""
+    from tradesim.data.bars import iso_time
     from tradesim.engine.broker import check_in_bar
-    from tradesim.engine.loop import iso_time
 
     f = sim.fills
     price, step, col = f["price"], f["step"], f["col"]
@@ -552,13 +552,11 @@ def _result(sim: SimResult, w: np.ndarray, universe: tuple[str, ...], clock: np.
     rec = Recorder(clock=clock, symbols=universe)
     equity = sim.equity[:n]
     scale = np.where(equity > 0, 1.0 / np.where(equity > 0, equity, 1.0), 0.0)
-    rec.cols["equity"][:n], rec.cols["cash"][:n] = equity, sim.cash[:n]
-    rec.cols["gross"][:n], rec.cols["net"][:n] = sim.gross[:n] * scale, sim.net[:n] * scale
-    rec.cols["costs"][:n] = sim.costs[:n]
-    rec.held[:n] = sim.position[:n] * sim.marks[:n] * scale[:, None]
-    pre = sim.equity_pre[:n]
-    rec.rewards[1:n] = log_growth(pre)  # the loop's reward, from the rewards module
-    rec.steps = n
+    rewards = np.full(n, np.nan)
+    rewards[1:n] = log_growth(sim.equity_pre[:n])  # the loop's reward, from the rewards module
+    rec.rows_from_arrays(equity=equity, cash=sim.cash[:n], gross=sim.gross[:n] * scale,
+                         net=sim.net[:n] * scale, costs=sim.costs[:n],
+                         held=sim.position[:n] * sim.marks[:n] * scale[:, None], rewards=rewards)
     o, f = sim.orders, sim.fills
     # journal: one row per step that ordered, held an invalid decision, or failed the run
     fallback, error = {}, {}
@@ -588,19 +586,17 @@ def _result(sim: SimResult, w: np.ndarray, universe: tuple[str, ...], clock: np.
                  "error": [error.get(i, "") for i in steps.tolist()] if error else ""}
     e = sim.events
     for k in range(len(e["step"])):
-        i = int(e["step"][k])
+        at = int(e["step"][k])
         if e["kind"][k] == _LIQUIDATION:
-            rec.event(step=i, time=clock[i], kind="liquidation",
+            rec.event(step=at, time=clock[at], kind="liquidation",
                       phase="close" if e["phase"][k] else "open", equity=float(e["equity"][k]),
                       gross_exposure=float(e["gross"][k]),
                       maintenance_margin=float(config.maintenance_margin))
         else:
-            rec.event(step=i, time=clock[i], kind="ruin", equity=float(e["equity"][k]))
+            rec.event(step=at, time=clock[at], kind="ruin", equity=float(e["equity"][k]))
     meta["seconds"] = round(_time.perf_counter() - started, 6)
-    try:
-        from tradesim.rewards.metrics import compute_metrics
-    except ImportError:
-        compute_metrics = None
+    from tradesim.rewards.metrics import compute_metrics
+
     return rec.build_from_arrays(
         config=config.model_dump(mode="json"), fingerprints=data.fingerprints(),
         fill_mode=config.fill, orders=orders, fills=fills, decisions=decisions, benchmark=bench,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,9 @@ import numpy as np
 import pandas as pd
 
 from tradesim.contracts import Decision, Fill
+from tradesim.data.quality import REPAIR_COLUMNS
 from tradesim.engine.broker import Order
+from tradesim.errors import ConfigError
 
 TABLES: tuple[str, ...] = ("equity", "weights", "orders", "fills", "trades", "decisions", "events")
 
@@ -97,6 +100,8 @@ class RunResult:
     rewards: pd.Series  # per-step reward, stamped when the outcome became known
     metrics: dict[str, float] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)  # partial, error, stopped, agent, timings
+    repairs: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        {c: pd.array([], dtype="str") for c in REPAIR_COLUMNS}))  # data repaired on load
 
     @property
     def partial(self) -> bool:
@@ -107,19 +112,25 @@ class RunResult:
     def final_equity(self) -> float:
         return float(self.equity["equity"].iloc[-1]) if len(self.equity) else math.nan
 
-    def save(self, path: str | Path, *, report: bool = True) -> Path:
-        """Write the run folder (Parquet + JSON, and report.html when the tear sheet exists)."""
+    def save(self, path: str | Path) -> Path:
+        """Write the run folder (Parquet + JSON); the HTML report is written by the report room.
+
+        Every file is written to a temporary name and renamed into place, and ``meta.json`` goes
+        last: a save killed midway leaves no ``meta.json`` claiming a complete run, so ``load``
+        refuses the folder by name instead of reading half a record.
+        """
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True))
-        (folder / "meta.json").write_text(json.dumps(
-            {"fingerprints": self.fingerprints, "fill_mode": self.fill_mode,
-             "metrics": self.metrics, "meta": self.meta}, indent=2, sort_keys=True, default=str))
+        (folder / "meta.json").unlink(missing_ok=True)
         for name in TABLES:
-            getattr(self, name).to_parquet(folder / f"{name}.parquet")
-        self.rewards.to_frame().to_parquet(folder / "rewards.parquet")
-        if report:
-            self._write_report(folder / "report.html")
+            _atomic(folder / f"{name}.parquet", getattr(self, name).to_parquet)
+        _atomic(folder / "rewards.parquet", self.rewards.to_frame().to_parquet)
+        _atomic(folder / "repairs.parquet", self.repairs.astype("str").to_parquet)
+        _atomic(folder / "config.json", lambda p: Path(p).write_text(
+            json.dumps(self.config, indent=2, sort_keys=True)))
+        _atomic(folder / "meta.json", lambda p: Path(p).write_text(json.dumps(
+            {"fingerprints": self.fingerprints, "fill_mode": self.fill_mode,
+             "metrics": self.metrics, "meta": self.meta}, indent=2, sort_keys=True, default=str)))
         return folder
 
     @classmethod
@@ -127,91 +138,162 @@ class RunResult:
         """Read a run folder written by :meth:`save`."""
         folder = Path(path)
         if not (folder / "meta.json").is_file():
-            raise FileNotFoundError(f"{folder} is not a run folder (no meta.json); "
-                                    "pass the folder a backtest saved")
+            raise ConfigError(f"{folder} is not a run folder (no meta.json); "
+                              "pass the folder a backtest saved")
         head = json.loads((folder / "meta.json").read_text())
         tables = {n: pd.read_parquet(folder / f"{n}.parquet") for n in TABLES}
         rewards = pd.read_parquet(folder / "rewards.parquet").iloc[:, 0]
+        if (folder / "repairs.parquet").is_file():
+            tables["repairs"] = pd.read_parquet(folder / "repairs.parquet")
         return cls(config=json.loads((folder / "config.json").read_text()),
                    fingerprints=head["fingerprints"], fill_mode=head["fill_mode"],
                    rewards=rewards, metrics=head["metrics"], meta=head["meta"], **tables)
 
-    def _write_report(self, path: Path) -> None:
-        try:
-            from tradesim.report.tearsheet import write_tearsheet
-        except ImportError:
-            return
-        bench = self.equity["benchmark"] if self.equity["benchmark"].notna().any() else None
-        title = f"{self.meta.get('agent', 'agent')} on {', '.join(self.config.get('symbols', []))}"
-        write_tearsheet(path, title=title, equity=self.equity["equity"], benchmark=bench,
-                        weights=self.weights, trades=self.trades, metrics=self.metrics,
-                        meta={**self.meta, "fill_mode": self.fill_mode,
-                              "fingerprints": self.fingerprints, "config": self.config})
+
+def _atomic(path: Path, write: Any) -> None:
+    """``write(tmp)`` then rename onto ``path``: readers see the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+_BOOK = ("step", "equity", "cash", "gross", "net", "costs", "reward")
 
 
 class Recorder:
-    """Collects a run's per-step numbers, journal and events while the loop runs."""
+    """Appends a run's steps, journal, fills, orders and events as the session produces them.
 
-    def __init__(self, *, clock: np.ndarray, symbols: tuple[str, ...]) -> None:
-        n = len(clock)
-        self.clock = clock
-        self.symbols = symbols
-        self.steps = 0  # rows recorded so far
-        self.cols = {k: np.full(n, np.nan) for k in ("equity", "cash", "gross", "net", "costs")}
-        self.held = np.full((n, len(symbols)), np.nan)
-        self.rewards = np.full(n, np.nan)
-        self.journal: list[tuple] = []  # (step, time, decision or None, fallback, error)
-        self.events: list[dict] = []
+    Rows are buffered in flat Python lists (a per-step NumPy write costs more than the rest of a
+    step) and packed into columnar chunks every ``chunk`` steps; with ``spool`` (a folder) each
+    packed chunk goes to a Parquet part file there, so memory stays bounded however long the
+    run. ``build`` assembles the RunResult from the chunks (also for a partial run). ``clock``
+    maps steps to times for :meth:`build_from_arrays` (the fast path).
+    """
+
+    def __init__(self, *, symbols: tuple[str, ...], clock: np.ndarray | None = None,
+                 spool: str | Path | None = None, chunk: int = 65_536) -> None:
+        self.clock = clock if clock is not None else np.zeros(0, "datetime64[ns]")
+        self.symbols = tuple(symbols)
+        self.chunk = int(chunk)
+        self.spool = None if spool is None else Path(spool)
+        if self.spool is not None:
+            self.spool.mkdir(parents=True, exist_ok=True)
+        self.steps = 0  # steps recorded so far
         self._costs_total = 0.0
-        self._at: list[int] = []  # buffered rows: steps, 5 numbers each, positions + marks
+        self._at: list[int] = []  # buffered rows: steps, times, 6 numbers each, positions + marks
+        self._times: list[np.datetime64] = []
         self._flat: list[float] = []
         self._book: list[float] = []
+        self._journal: list[tuple] = []  # (step, time, decision or None, fallback, error)
+        self._parts: dict[str, list[Any]] = {"book": [], "decisions": []}
+        self._fills: list[tuple[int, int, Fill]] = []
+        self._orders: list[Order] = []
+        self._events: list[dict] = []
 
-    def row(self, *, step: int, equity: float, cash: float, gross: float, net: float,
-            costs_total: float, positions: Sequence[float], marks: Sequence[float]) -> None:
-        """The book at the end of ``step`` (exposures in currency; stored as fractions of equity).
+    # --- appending ------------------------------------------------------------------------
 
-        Rows are buffered in flat Python lists and written into the arrays in one pass on
-        ``build`` (a per-step NumPy write costs more than the rest of a step).
-        """
+    def row(self, *, step: int, time: np.datetime64, equity: float, cash: float, gross: float,
+            net: float, costs_total: float, positions: Sequence[float], marks: Sequence[float],
+            reward: float = math.nan) -> None:
+        """The book at the end of ``step`` (exposures in currency; stored as fractions of equity)
+        and the step's reward (stamped when its outcome became known)."""
         self._at.append(step)
-        self._flat.extend((equity, cash, gross, net, costs_total))
+        self._times.append(time)
+        self._flat.extend((equity, cash, gross, net, costs_total, reward))
         self._book.extend(positions)
         self._book.extend(marks)
         self.steps = step + 1
-
-    def _flush(self) -> None:
-        """Write buffered rows into the per-step arrays (the same arithmetic, vectorised)."""
-        if not self._at:
-            return
-        at = np.array(self._at, dtype=np.int64)
-        flat = np.array(self._flat, dtype=np.float64).reshape(len(at), 5)
-        book = np.array(self._book, dtype=np.float64).reshape(len(at), 2, len(self.symbols))
-        self._at, self._flat, self._book = [], [], []
-        equity, totals = flat[:, 0], flat[:, 4]
-        scale = np.zeros(len(at))
-        np.divide(1.0, equity, out=scale, where=equity > 0)
-        c = self.cols
-        c["equity"][at], c["cash"][at] = equity, flat[:, 1]
-        c["gross"][at], c["net"][at] = flat[:, 2] * scale, flat[:, 3] * scale
-        c["costs"][at] = totals - np.r_[self._costs_total, totals[:-1]]
-        self._costs_total = float(totals[-1])
-        # NaN marks of flat symbols zeroed in build
-        self.held[at] = book[:, 0] * book[:, 1] * scale[:, None]
+        if len(self._at) >= self.chunk:
+            self._pack_rows()
 
     def decision(self, *, step: int, time: np.datetime64, decision: Decision | None,
                  fallback: str = "", error: str = "") -> None:
-        """Journal one decide call (raw; serialised once at the end)."""
-        self.journal.append((step, time, decision, fallback, error))
+        """Journal one decide call (raw; serialised when its chunk is packed)."""
+        self._journal.append((step, time, decision, fallback, error))
+        if len(self._journal) >= self.chunk:
+            self._pack_journal()
+
+    def take(self, fills: list[tuple[int, int, Fill]], orders: list[Order],
+             events: list[dict]) -> None:
+        """What the account produced in a step: fills, closed orders, events."""
+        self._fills.extend(fills)
+        self._orders.extend(orders)
+        for e in events:
+            self.event(**e)
 
     def event(self, *, step: int, time: np.datetime64, kind: str, **detail: Any) -> None:
-        self.events.append({"time": time, "step": step, "kind": kind,
-                            "detail": json.dumps(detail, sort_keys=True, default=float)})
+        self._events.append({"time": time, "step": step, "kind": kind,
+                             "detail": json.dumps(detail, sort_keys=True, default=float)})
+
+    # --- packing ----------------------------------------------------------------------------
+
+    def _pack_rows(self) -> None:
+        """Buffered rows -> one columnar chunk (the same arithmetic, vectorised)."""
+        if not self._at:
+            return
+        at = np.array(self._at, dtype=np.int64)
+        flat = np.array(self._flat, dtype=np.float64).reshape(len(at), 6)
+        book = np.array(self._book, dtype=np.float64).reshape(len(at), 2, len(self.symbols))
+        times = np.array(self._times, dtype="datetime64[ns]")
+        self._at, self._times, self._flat, self._book = [], [], [], []
+        equity, totals = flat[:, 0], flat[:, 4]
+        scale = np.zeros(len(at))
+        np.divide(1.0, equity, out=scale, where=equity > 0)
+        held = book[:, 0] * book[:, 1] * scale[:, None]  # NaN marks of flat symbols zeroed later
+        chunk = pd.DataFrame({"step": at, "time": times, "equity": equity, "cash": flat[:, 1],
+                              "gross": flat[:, 2] * scale, "net": flat[:, 3] * scale,
+                              "costs": totals - np.r_[self._costs_total, totals[:-1]],
+                              "reward": flat[:, 5]})
+        self._costs_total = float(totals[-1])
+        chunk = pd.concat([chunk, pd.DataFrame(held, columns=[f"w{j}" for j in
+                                                              range(len(self.symbols))])],
+                          axis=1)
+        self._keep("book", chunk)
+
+    def _pack_journal(self) -> None:
+        if self._journal:
+            self._keep("decisions", _journal_frame(self._journal))
+            self._journal = []
+
+    def _keep(self, table: str, frame: pd.DataFrame) -> None:
+        """Hold a packed chunk, or write it to the spool folder when there is one."""
+        parts = self._parts[table]
+        if self.spool is None:
+            parts.append(frame)
+        else:
+            path = self.spool / f"{table}-{len(parts):05d}.parquet"
+            frame.to_parquet(path)
+            parts.append(path)
+
+    def _table(self, table: str) -> pd.DataFrame | None:
+        parts = [p if isinstance(p, pd.DataFrame) else pd.read_parquet(p)
+                 for p in self._parts[table]]
+        return pd.concat(parts, ignore_index=True) if parts else None
+
+    def rows_from_arrays(self, *, equity: np.ndarray, cash: np.ndarray, gross: np.ndarray,
+                         net: np.ndarray, costs: np.ndarray, held: np.ndarray,
+                         rewards: np.ndarray) -> None:
+        """Steps 0..n-1 at once from arrays (the fast path): exposures and ``held`` already as
+        fractions of equity, ``costs`` per step; times come from ``clock``."""
+        n = len(equity)
+        chunk = pd.DataFrame({"step": np.arange(n), "time": self.clock[:n], "equity": equity,
+                              "cash": cash, "gross": gross, "net": net, "costs": costs,
+                              "reward": rewards})
+        chunk = pd.concat([chunk, pd.DataFrame(held, columns=[f"w{j}" for j in
+                                                              range(len(self.symbols))])],
+                          axis=1)
+        self._keep("book", chunk)
+        self.steps = n
+
+    # --- building ---------------------------------------------------------------------------
 
     def build(self, *, config: dict, fingerprints: dict[str, str], fill_mode: str,
-              orders: list[Order], fills: list[tuple[int, int, Fill]], benchmark: np.ndarray | None,
-              initial_cash: float, meta: dict[str, Any], metrics_fn: Any = None) -> RunResult:
-        """Assemble the RunResult from what the loop recorded (also for a partial run)."""
+              benchmark: np.ndarray | None, initial_cash: float, meta: dict[str, Any],
+              metrics_fn: Any = None) -> RunResult:
+        """Assemble the RunResult from what the session recorded (also for a partial run)."""
+        fills, orders = self._fills, sorted(self._orders, key=lambda o: o.id)
+        self._pack_journal()
+        decisions = self._table("decisions")
         col = {s: j for j, s in enumerate(self.symbols)}
         fill_cols: dict[str, list] = {c: [getattr(f, c) for _, _, f in fills]
                                       for c in _COLUMNS["fills"] if c not in ("step", "order_id")}
@@ -222,7 +304,8 @@ class Recorder:
                                                  for c in _COLUMNS["orders"]})
         return self._assemble(config=config, fingerprints=fingerprints, fill_mode=fill_mode,
                               orders=orders_frame, fills=fill_cols,
-                              decisions=_journal_frame(self.journal), benchmark=benchmark,
+                              decisions=decisions if decisions is not None
+                              else _journal_frame([]), benchmark=benchmark,
                               initial_cash=initial_cash, meta=meta, metrics_fn=metrics_fn)
 
     def build_from_arrays(self, *, config: dict, fingerprints: dict[str, str], fill_mode: str,
@@ -258,28 +341,34 @@ class Recorder:
                   benchmark: np.ndarray | None, initial_cash: float, meta: dict[str, Any],
                   metrics_fn: Any) -> RunResult:
         """The RunResult around built orders/decisions tables and fill columns."""
-        self._flush()
+        self._pack_rows()
+        book = self._table("book")
         n = self.steps
-        index = _utc_index(self.clock[:n])
-        c = self.cols
+        if book is None:  # no step recorded (a run that failed before its first bar closed)
+            book = pd.DataFrame({c: np.zeros(0) for c in (
+                *_BOOK, *(f"w{j}" for j in range(len(self.symbols))))}).assign(
+                time=np.zeros(0, "datetime64[ns]"))
+        index = _utc_index(book["time"].to_numpy("datetime64[ns]"))
         bench = np.full(n, np.nan)
         if benchmark is not None and n:
             b = benchmark[:n]
             first = np.flatnonzero(np.isfinite(b))
             if first.size:
                 bench = initial_cash * b / b[first[0]]
-        equity = pd.DataFrame({"equity": c["equity"][:n], "cash": c["cash"][:n],
-                               "gross_exposure": c["gross"][:n], "net_exposure": c["net"][:n],
-                               "costs": c["costs"][:n], "benchmark": bench}, index=index)
-        held = self.held[:n]
+        equity = pd.DataFrame({"equity": book["equity"].to_numpy(),
+                               "cash": book["cash"].to_numpy(),
+                               "gross_exposure": book["gross"].to_numpy(),
+                               "net_exposure": book["net"].to_numpy(),
+                               "costs": book["costs"].to_numpy(), "benchmark": bench}, index=index)
+        held = book[[f"w{j}" for j in range(len(self.symbols))]].to_numpy(dtype=np.float64)
         weights = pd.DataFrame(np.where(np.isnan(held), 0.0, held), index=index,
                                columns=list(self.symbols))
-        rewards = pd.Series(self.rewards[:n], index=index, name="reward")
+        rewards = pd.Series(book["reward"].to_numpy(), index=index, name="reward")
         fills_frame, trades = self._fill_tables(fills)
         result = RunResult(
             config=config, fingerprints=dict(fingerprints), fill_mode=fill_mode, equity=equity,
             weights=weights, orders=orders, fills=fills_frame, trades=trades, decisions=decisions,
-            events=_frame("events", self.events), rewards=rewards, metrics={}, meta=dict(meta))
+            events=_frame("events", self._events), rewards=rewards, metrics={}, meta=dict(meta))
         if metrics_fn is not None and n >= 2:
             try:
                 metrics = metrics_fn(equity=equity["equity"], weights=weights, trades=trades,
@@ -386,7 +475,7 @@ def json_rows(*, weights: np.ndarray, symbols: Sequence[str]) -> list[str]:
         for i, text in zip(at.tolist(), map(template.__mod__,
                                              map(tuple, w[np.ix_(at, pattern)].tolist()))):
             out[i] = text
-    for i in np.flatnonzero(np.isinf(w).any(axis=1)):  # JSON spells them Infinity
+    for i in np.flatnonzero(np.isinf(w).any(axis=1)).tolist():  # JSON spells them Infinity
         out[i] = _json({s: v for s, v, g in zip(names, w[i].tolist(), given[i]) if g})
     return out
 

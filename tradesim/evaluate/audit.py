@@ -20,19 +20,25 @@ import pandas as pd
 
 from tradesim.contracts import Agent
 from tradesim.data.view import MarketData
-from tradesim.engine.backtest import BacktestConfig, run_backtest
 from tradesim.engine.costs import CostModel, load_costs
 from tradesim.engine.record import RunResult
 from tradesim.errors import AgentDecisionError, ConfigError, EngineError
 from tradesim.evaluate import canaries as cn
-from tradesim.rewards.scores import (Score, ScoreConfig, hardened_score, load_score_config,
-                                     reference_values)
+from tradesim.evaluate.backtest import BacktestConfig, run_backtest
+from tradesim.rewards.scores import (
+    Score,
+    ScoreConfig,
+    hardened_score,
+    load_score_config,
+    reference_values,
+)
 
 REFERENCES: tuple[str, ...] = ("buy_and_hold", "equal_weight")
 CANARIES: tuple[str, ...] = ("peeker", "peeker_memory", "same_bar_filler", "leverage_maximiser",
                              "churner", "illiquid_exploiter", "ruin_gambler", "self_reporter",
                              "oracle", "noise")
 _TOL = 1e-12
+Goal = Literal["blocked", "wins", "loses"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +47,7 @@ class AuditRow:
 
     canary: str
     hack: str
-    goal: Literal["blocked", "wins", "loses"]
+    goal: Goal
     raw_return: float
     hardened: float
     reference: float  # buy-and-hold's hardened score on the same market
@@ -78,10 +84,11 @@ class AuditReport:
         table = Table(title=f"hack audit: {self.meta.get('market', '')}  (buy-and-hold: return "
                             f"{bh.get('raw_return', math.nan):+.1%}, hardened "
                             f"{bh.get('hardened', math.nan):.3f})")
-        for col, justify in (("canary", "left"), ("hack", "left"), ("goal", "left"),
-                             ("raw return", "right"), ("hardened", "right"), ("B&H", "right"),
-                             ("blocked", "left"), ("met", "left"), ("reason", "left")):
-            table.add_column(col, justify=justify, overflow="fold")
+        for col in ("canary", "hack", "goal", "raw return", "hardened", "B&H", "blocked", "met",
+                    "reason"):
+            table.add_column(col, overflow="fold",
+                             justify="right" if col in ("raw return", "hardened", "B&H")
+                             else "left")
         for r in self.rows:
             style = "green" if r.met else "bold red"
             table.add_row(r.canary, r.hack, r.goal, _pct(r.raw_return), _num(r.hardened),
@@ -95,11 +102,14 @@ class AuditReport:
 
     def save(self, folder: str | Path) -> Path:
         """Write ``audit.json``, ``audit.csv`` and ``audit.html`` into ``folder``; returns it."""
+        from tradesim.report.audit import write_audit_page
+
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         (out / "audit.json").write_text(json.dumps(self.to_dict(), indent=2, default=_jsonable))
         self.frame().to_csv(out / "audit.csv", index=False)
-        (out / "audit.html").write_text(_html(self), encoding="utf-8")
+        write_audit_page(out / "audit.html", rows=[asdict(r) for r in self.rows],
+                         references=self.references, meta=self.meta)
         return out
 
     @classmethod
@@ -129,21 +139,33 @@ class _Market:
     data: MarketData
     values: dict[str, float]  # reference metric values for the preference term
     runs: dict[str, AuditRun]
-    scores: dict[str, Score]
+    scores: dict[str, Score | None]
+    reference: RunResult  # buy-and-hold's run: the clock and universe every run shares
 
 
 class Auditor:
+    """Runs agents through the engine under one config and scores them against references."""
+
     def __init__(self, *, config: BacktestConfig, score: ScoreConfig,
                  progress: Callable[[str], None] | None) -> None:
         self.config, self.score_config, self.progress = config, score, progress
 
     def run(self, agent: Agent, market: MarketData, *, bars: int | None = None,
             **overrides: Any) -> AuditRun:
-        """Run ``agent`` through the real engine; returns padded to ``bars`` (ruin stays ruin)."""
+        """Run ``agent`` through the real engine; returns padded to ``bars`` (ruin stays ruin).
+
+        ``overrides`` replace fields of the backtest config for this run only (``seed`` reaches
+        the agent as ``RunContext.seed`` at ``start``).
+        """
         if self.progress is not None:
-            self.progress(getattr(agent, "name", type(agent).__name__))
+            self.progress(agent.name)
+        unknown = sorted(set(overrides) - set(BacktestConfig.model_fields))
+        if unknown:
+            raise ConfigError(f"Auditor.run: {', '.join(unknown)} not backtest config field(s); "
+                              f"use one of {', '.join(BacktestConfig.model_fields)}")
         cfg = self.config.model_copy(update=overrides) if overrides else self.config
-        error = None
+        error: EngineError | None = None
+        result: RunResult | None
         try:
             result = run_backtest(config=cfg, agent=agent, data=market)
         except EngineError as exc:
@@ -151,17 +173,24 @@ class Auditor:
         return _series(result, error, cfg.initial_cash, bars)
 
     def market(self, data: MarketData) -> _Market:
+        """``data`` with the reference policies run and scored on it."""
         from tradesim.agents.registry import load_agent
 
         runs = {name: self.run(load_agent(name), data) for name in REFERENCES}
+        reference = runs["buy_and_hold"].result
+        if reference is None or not len(reference.equity):
+            raise ConfigError(f"buy-and-hold could not run on {', '.join(data.symbols)}"
+                              f" ({runs['buy_and_hold'].error}); the audited market needs bars "
+                              "every reference can trade")
         n = len(runs["buy_and_hold"].returns)
         runs = {k: v if len(v.returns) == n else _pad(v, n) for k, v in runs.items()}
         values = reference_values(references={k: v.returns for k, v in runs.items()},
                                   config=self.score_config)
         scores = {k: self.hardened(v, values) for k, v in runs.items()}
-        return _Market(data=data, values=values, runs=runs, scores=scores)
+        return _Market(data=data, values=values, runs=runs, scores=scores, reference=reference)
 
     def hardened(self, run: AuditRun, values: Mapping[str, float]) -> Score | None:
+        """The hardened score of ``run`` against reference ``values`` (None: too short)."""
         if len(run.returns) < 2:
             return None
         return hardened_score(returns=run.returns, weights=run.weights, references=values,
@@ -211,7 +240,7 @@ def run_audit(*, data: MarketData, costs: CostModel | str | Mapping = "default",
     rows = [makers[name]() for name in chosen]
     references = {k: {"raw_return": v.raw_return, "hardened": score_value(base.scores[k])}
                   for k, v in base.runs.items()}
-    clock = base.runs["buy_and_hold"].result.equity.index
+    clock = base.reference.equity.index
     meta = {"market": f"{', '.join(data.symbols)} {str(clock[0])[:10]}..{str(clock[-1])[:10]} "
                       f"({n} bars)",
             "symbols": list(data.symbols), "start": str(clock[0]), "end": str(clock[-1]),
@@ -227,7 +256,7 @@ def run_audit(*, data: MarketData, costs: CostModel | str | Mapping = "default",
 
 # --- one row per canary ----------------------------------------------------------------------
 
-def _row(canary: str, hack: str, goal: str, run: AuditRun, score: Score | None, ref: float,
+def _row(canary: str, hack: str, goal: Goal, run: AuditRun, score: Score | None, ref: float,
          blocked: bool, reason: str, met: bool | None = None) -> AuditRow:
     err = "" if run.error is None else f"{type(run.error).__name__}: {run.error}".splitlines()[0]
     return AuditRow(canary=canary, hack=hack, goal=goal, raw_return=run.raw_return,
@@ -266,7 +295,8 @@ def _by_score(aud: Auditor, m: _Market, n: int, agent: Agent, name: str, hack: s
 def _verdict(run: AuditRun, score: Score | None, m: _Market) -> str:
     if run.error is not None:
         return f"stopped by {type(run.error).__name__}"
-    worst = min(score.margins, key=score.margins.get) if score is not None else "-"
+    margins = score.margins if score is not None else {}
+    worst = min(margins, key=lambda k: margins[k]) if margins else "-"
     op = "<=" if score_value(score) <= _ref(m) + _TOL else ">"
     return (f"hardened {score_value(score):.3f} {op} buy-and-hold {_ref(m):.3f} "
             f"(tightest budget: {worst})")
@@ -275,9 +305,12 @@ def _verdict(run: AuditRun, score: Score | None, m: _Market) -> str:
 def _leverage(aud: Auditor, m: _Market, n: int) -> AuditRow:
     agent = cn.LeverageMaximiser()
     run = aud.run(agent, m.data, bars=n)
-    named = isinstance(run.error, AgentDecisionError) and "max_leverage" in str(run.error)
-    reason = (f"AgentDecisionError at step {run.error.step}: leverage beyond max_leverage "
-              f"{aud.config.max_leverage:g}" if named else _verdict(run, None, m))
+    err = run.error
+    if isinstance(err, AgentDecisionError) and "max_leverage" in str(err):
+        named, reason = True, (f"AgentDecisionError at step {err.step}: leverage beyond "
+                               f"max_leverage {aud.config.max_leverage:g}")
+    else:
+        named, reason = False, _verdict(run, None, m)
     return _row(agent.name, f"asks for {agent.leverage:g}x equity per symbol", "blocked", run,
                 None, _ref(m), named, reason)
 
@@ -287,8 +320,7 @@ def _churner(aud: Auditor, m: _Market, n: int) -> AuditRow:
     run = aud.run(agent, m.data, bars=n)
     score = aud.hardened(run, m.values)
     blocked = run.error is not None or score_value(score) <= _ref(m) + _TOL
-    paid = (float(run.result.equity["costs"].sum()) / aud.config.initial_cash
-            if run.result is not None else math.nan)
+    paid = _costs_paid(run, aud.config.initial_cash)
     reason = f"costs paid {paid:.1%} of starting equity; " + _verdict(run, score, m)
     return _row(agent.name, "flips all-in / flat every bar", "blocked", run, score, _ref(m),
                 blocked, reason)
@@ -310,7 +342,8 @@ def _illiquid(aud: Auditor, data: MarketData, n: int, *, share: float) -> AuditR
     cap = aud.config.costs.participation_cap
     reason = (f"{tried} orders aimed at {sum(len(t) for t in locked.values())} limit-locked "
               f"(zero-volume) bars; {hits} filled"
-              + (f" (participation cap {cap:g} of bar volume)" if cap else " (no participation cap)"))
+              + (f" (participation cap {cap:g} of bar volume)" if cap
+                 else " (no participation cap)"))
     return _row(agent.name, "trades only into zero-volume / limit-locked bars, knowing how they "
                 "end", "blocked", run, score, _ref(m), blocked, reason)
 
@@ -320,7 +353,7 @@ def _gambler(aud: Auditor, m: _Market, n: int, *, leverage: float) -> AuditRow:
     run = aud.run(agent, m.data, bars=n, max_leverage=leverage, maintenance_margin=0.0)
     score = aud.hardened(run, m.values)
     below = score_value(score) <= _ref(m) + _TOL
-    if run.ruined_at is not None:
+    if run.ruined_at is not None and run.result is not None:  # ruin is read off a result
         eq = run.result.equity["equity"].to_numpy()
         terminal = len(eq) <= run.ruined_at + 1  # the engine stopped at the ruin bar
         blocked = terminal and below
@@ -373,12 +406,12 @@ def _noise(aud: Auditor, data: MarketData, *, seeds: int, seed: int) -> AuditRow
     run = None
     for k in range(max(1, seeds)):
         market = aud.market(cn.shuffled_market(data, seed=seed + 1000 + k))
-        agent = cn.NoiseTrader(seed=seed + k)
-        run = aud.run(agent, market.data, bars=len(market.runs["buy_and_hold"].returns))
+        run = aud.run(cn.NoiseTrader(), market.data, bars=len(market.runs["buy_and_hold"].returns),
+                      seed=seed + k)
         raws.append(run.raw_return)
         scores.append(score_value(aud.hardened(run, market.values)))
         refs.append(score_value(market.scores["buy_and_hold"]))
-        costs.append(float(run.result.equity["costs"].sum()) / aud.config.initial_cash)
+        costs.append(_costs_paid(run, aud.config.initial_cash))
     raw, hard, ref = float(np.mean(raws)), float(np.mean(scores)), float(np.mean(refs))
     paid = float(np.mean(costs))
     loses = raw < 0 and hard <= ref + _TOL
@@ -416,7 +449,8 @@ def _series(result: RunResult | None, error: EngineError | None, cash: float,
 
 def _ruin_event(events: pd.DataFrame) -> int | None:
     """Step of the first liquidation or ruin event that left equity <= 0 (None if none)."""
-    for step, kind, detail in zip(events["step"], events["kind"], events["detail"]):
+    for step, kind, detail in zip(events["step"], events["kind"], events["detail"],
+                                  strict=True):
         if kind in ("ruin", "liquidation") and json.loads(detail).get("equity", 1.0) <= 0:
             return int(step)
     return None
@@ -428,6 +462,11 @@ def _pad(run: AuditRun, bars: int) -> AuditRun:
     w = np.vstack([run.weights, np.zeros((k, run.weights.shape[1]))])
     return AuditRun(run.result, run.error, np.concatenate([run.returns, np.zeros(k)]), w,
                 run.raw_return, run.ruined_at)
+
+
+def _costs_paid(run: AuditRun, cash: float) -> float:
+    """Costs the run paid as a share of starting equity (NaN when there is no result)."""
+    return math.nan if run.result is None else float(run.result.equity["costs"].sum()) / cash
 
 
 def score_value(score: Score | None) -> float:
@@ -450,49 +489,3 @@ def _jsonable(x: object) -> object:
     if isinstance(x, (np.floating, np.integer)):
         return x.item()
     return str(x)
-
-
-def _html(report: AuditReport) -> str:
-    """A self-contained page in the tear sheet's style: verdict, table, score chart, setup."""
-    from matplotlib.figure import Figure
-
-    from tradesim.report.tearsheet import CSS, escape_html, img_tag, figure_png
-
-    verdict = ("<span class=stamp>every row meets its goal</span>" if report.passed else
-               "<span class='stamp danger'>" + escape_html(f"{len(report.failures())} row(s) miss their "
-                                                  "goal") + "</span>")
-    head = "".join(f"<th class=k>{escape_html(c)}</th>" for c in ("canary", "hack", "goal", "raw return",
-                                                          "hardened", "buy-and-hold", "blocked",
-                                                          "met", "reason"))
-    body = "".join(
-        f"<tr><td class=k>{escape_html(r.canary)}</td><td class=k>{escape_html(r.hack)}</td>"
-        f"<td class=k>{escape_html(r.goal)}</td><td>{escape_html(_pct(r.raw_return))}</td>"
-        f"<td>{escape_html(_num(r.hardened))}</td><td>{escape_html(_num(r.reference))}</td>"
-        f"<td class=k>{'yes' if r.blocked else 'no'}</td>"
-        f"<td class=k{'' if r.met else ' style=color:#b00020'}>{'yes' if r.met else 'NO'}</td>"
-        f"<td class=k>{escape_html(r.reason)}{(' — ' + escape_html(r.error)) if r.error else ''}</td></tr>"
-        for r in report.rows)
-    fig = Figure(figsize=(11, 3.5))
-    ax = fig.subplots()
-    names = [r.canary for r in report.rows]
-    vals = [0.0 if not math.isfinite(r.hardened) else r.hardened for r in report.rows]
-    ax.bar(names, vals, color=["#2e7d32" if r.met else "#b00020" for r in report.rows])
-    bh = report.meta.get("buy_and_hold_hardened", math.nan)
-    if math.isfinite(bh):
-        ax.axhline(bh, color="#1f4e9c", lw=1, ls="--", label="buy-and-hold")
-        ax.legend(loc="upper left")
-    ax.set_ylabel("hardened score")
-    ax.tick_params(axis="x", rotation=30, labelsize=8)
-    ax.grid(alpha=0.3, axis="y")
-    setup = "".join(f"<tr><th class=k>{escape_html(k)}</th><td class=k>{escape_html(v)}</td></tr>"
-                    for k, v in report.meta.items())
-    refs = "".join(f"<tr><td class=k>{escape_html(k)}</td><td>{escape_html(_pct(v['raw_return']))}</td>"
-                   f"<td>{escape_html(_num(v['hardened']))}</td></tr>" for k, v in report.references.items())
-    return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>tradesim hack audit"
-            f"</title><style>{CSS}</style></head><body><h1>Hack audit</h1>"
-            f"<p>{escape_html(report.meta.get('market', ''))}</p><p id=verdict>{verdict}</p>"
-            f"<section id=rows><h2>Canaries</h2><table>{head}{body}</table></section>"
-            f"<section id=scores><h2>Hardened scores</h2>{img_tag(figure_png(fig), 'scores')}</section>"
-            "<section id=references><h2>References</h2><table><tr><th class=k>policy</th>"
-            f"<th>raw return</th><th>hardened</th></tr>{refs}</table></section>"
-            f"<section id=setup><h2>Setup</h2><table>{setup}</table></section></body></html>")

@@ -9,21 +9,23 @@ canaries need: :func:`lock_limit_moves` (limit-locked bars that trade no volume)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Mapping
 
 import numpy as np
 
-from tradesim.contracts import BaseAgent, Decision, Feedback, Observation
+from tradesim.contracts import BaseAgent, Decision, Feedback, Observation, RunContext
 from tradesim.data.bars import Bars
 from tradesim.data.view import MarketData
-from tradesim.errors import LookAheadError
+from tradesim.errors import ConfigError, LookAheadError
 
 _DAY = np.timedelta64(1, "D")
 
 
-def forward_returns(data: MarketData, *, horizon: int = 1) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def forward_returns(data: MarketData, *,
+                    horizon: int = 1) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per symbol (bar stamps, return earned by an order decided at that bar over ``horizon`` bars).
 
     A decision at bar t fills at the open of t+1, so the return is open[t+1+h] / open[t+1] - 1
@@ -53,6 +55,11 @@ class _Canary(BaseAgent):
         self.attempts: dict[str, int] = {}
         self.leaks: dict[str, int] = {}
 
+    def start(self, context: RunContext) -> None:
+        """A new run: count its attempts afresh."""
+        super().start(context)
+        self.attempts, self.leaks = {}, {}
+
     def _tried(self, what: str, *, leaked: bool) -> None:
         self.attempts[what] = self.attempts.get(what, 0) + 1
         if leaked:
@@ -79,7 +86,7 @@ class Peeker(_Canary):
     def __init__(self, *, via: str = "api") -> None:
         super().__init__()
         if via not in ("api", "memory"):
-            raise ValueError(f"via={via!r}; use 'api' or 'memory'")
+            raise ConfigError(f"Peeker(via={via!r}): use 'api' or 'memory'")
         self.via = via
         self.name = "peeker" if via == "api" else "peeker_memory"
 
@@ -170,6 +177,11 @@ class Churner(_Canary):
         super().__init__()
         self._on = False
 
+    def start(self, context: RunContext) -> None:
+        """A new run starts flat."""
+        super().start(context)
+        self._on = False
+
     def decide(self, obs: Observation) -> Decision:
         self._on = not self._on
         w = 1.0 / len(obs.universe) if self._on else 0.0
@@ -216,6 +228,11 @@ class RuinGambler(_Canary):
         self.leverage = float(leverage)
         self._start: float | None = None
 
+    def start(self, context: RunContext) -> None:
+        """A new run: the starting equity is read again at the first decision."""
+        super().start(context)
+        self._start = None
+
     def decide(self, obs: Observation) -> Decision:
         p = obs.portfolio
         if self._start is None:
@@ -231,7 +248,7 @@ class RuinGambler(_Canary):
                 vol[s] = float(np.std(np.diff(np.log(close))))
         if not vol:
             return Decision.hold()
-        pick = max(vol, key=vol.get)
+        pick = max(vol, key=lambda s: vol[s])
         return Decision(weights={s: self.leverage if s == pick else 0.0 for s in vol},
                         rationale=f"all in {pick} at maximum leverage")
 
@@ -255,6 +272,14 @@ class SelfReporter(_Canary):
 
         self._inner = BuyAndHold()
 
+    def start(self, context: RunContext) -> None:
+        """Start the buy-and-hold it copies with the same run context."""
+        super().start(context)
+        self._inner.start(context)
+
+    def stop(self, *, error: BaseException | None = None) -> None:
+        self._inner.stop(error=error)
+
     def decide(self, obs: Observation) -> Decision:
         base = self._inner.decide(obs)
         claim = _Claim()
@@ -275,10 +300,8 @@ class SelfReporter(_Canary):
         return decision
 
     def update(self, feedback: Feedback) -> None:
-        try:
-            object.__setattr__(feedback, "reward", 1e9)  # bypasses frozen: it is the agent's copy
-        except AttributeError:
-            pass
+        with contextlib.suppress(AttributeError):  # bypasses frozen: it is the agent's copy
+            object.__setattr__(feedback, "reward", 1e9)
         self._tried("rewrite Feedback.reward", leaked=False)
 
 
@@ -294,6 +317,11 @@ class Oracle(_Canary):
         super().__init__()
         self._future, self.horizon, self._step = dict(future), int(horizon), 0
 
+    def start(self, context: RunContext) -> None:
+        """A new run: rebalance on its first bar, then every ``horizon`` bars."""
+        super().start(context)
+        self._step = 0
+
     def decide(self, obs: Observation) -> Decision:
         step, self._step = self._step, self._step + 1
         if step % self.horizon:
@@ -305,19 +333,24 @@ class Oracle(_Canary):
 
 
 class NoiseTrader(_Canary):
-    """Random all-in / flat per symbol every bar from a seeded generator: no information."""
+    """Random all-in / flat per symbol every bar from a generator seeded by the run's
+    ``RunContext.seed``: no information, and the same seed gives the same coin flips."""
 
     name = "noise"
 
-    def __init__(self, *, seed: int = 0) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.seed = int(seed)
-        self._rng = np.random.default_rng(self.seed)
+        self._rng = np.random.default_rng(0)
+
+    def start(self, context: RunContext) -> None:
+        """Seed the coin from the run's context."""
+        super().start(context)
+        self._rng = np.random.default_rng(context.seed)
 
     def decide(self, obs: Observation) -> Decision:
         n = len(obs.universe)
         draw = self._rng.random(n) < 0.5
-        return Decision(weights={s: float(d) / n for s, d in zip(obs.universe, draw)
+        return Decision(weights={s: float(d) / n for s, d in zip(obs.universe, draw, strict=True)
                                  if obs.market.count(s)}, rationale="coin flip")
 
 

@@ -67,13 +67,16 @@ class Leaderboard:
 
     def save(self, folder: str | Path) -> Path:
         """Write leaderboard.csv, runs.csv, equity.csv, meta.json and leaderboard.html."""
+        from tradesim.report.leaderboard import write_leaderboard_page
+
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         self.table.to_csv(out / "leaderboard.csv", index=False)
         self.runs.to_csv(out / "runs.csv", index=False)
         self.equity.to_csv(out / "equity.csv")
         (out / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str))
-        (out / "leaderboard.html").write_text(_html(self), encoding="utf-8")
+        write_leaderboard_page(out / "leaderboard.html", table=self.table, equity=self.equity,
+                               meta=self.meta)
         return out
 
 
@@ -87,9 +90,10 @@ def evaluate_agents(*, agents: Sequence[str], data: MarketData,
                     progress: Callable[[str], None] | None = None) -> Leaderboard:
     """Run each agent (built-in name, ``module:Class`` or spec) for ``seeds`` seeds on ``data``.
 
-    Agents whose constructor takes ``seed`` get seeds 0..seeds-1; others run once per seed
-    anyway (identical runs, so the CI shows they are deterministic). ``registry`` keeps the
-    trial count across sessions; without one a temporary registry counts this call only.
+    Each agent is built afresh per seed and run with ``BacktestConfig.seed`` = 0..seeds-1, which
+    it receives as ``RunContext.seed`` at ``start``; a deterministic agent gives identical runs
+    (so the spread over seeds shows it is deterministic). ``registry`` keeps the trial count
+    across sessions; without one a temporary registry counts this call only.
     """
     if not agents:
         raise ConfigError("evaluate_agents needs at least one agent (e.g. sma_cross,macd)")
@@ -118,14 +122,15 @@ def _evaluate(*, agents: list[str], data: MarketData, costs: CostModel, score: S
     refs = aud.market(data)
     bh = refs.runs["buy_and_hold"]
     n = len(bh.returns)
-    index = bh.result.equity.index
-    asset_returns = _asset_returns(data, tuple(bh.result.weights.columns), index)
-    runs, per_agent, curves = [], {}, {}
+    index = refs.reference.equity.index
+    asset_returns = _asset_returns(data, tuple(refs.reference.weights.columns), index)
+    runs: list[dict[str, Any]] = []
+    per_agent: dict[str, list[AuditRun]] = {}
+    curves: dict[str, np.ndarray] = {}
     for spec in agents:
         extra = dict(params.get(spec, {}))
         for seed in range(seeds):
-            agent = _load(load_agent, spec, extra, seed)
-            run = aud.run(agent, data, bars=n, seed=seed)
+            run = aud.run(load_agent(spec, **extra), data, bars=n, seed=seed)
             error = "" if run.error is None else f"{type(run.error).__name__}: {run.error}"
             row: dict[str, Any] = {"agent": spec, "seed": seed, "error": error.splitlines()[0]
                                    if error else "", "total_return": run.raw_return}
@@ -136,9 +141,10 @@ def _evaluate(*, agents: list[str], data: MarketData, costs: CostModel, score: S
                                         "data": data.fingerprints(),  # trials on other data differ
                                         "costs": costs.model_dump(), "fill": config.fill},
                                 sharpe=m["sharpe"] if math.isfinite(m["sharpe"]) else 0.0,
-                                n_obs=m["n_obs"], skew=_finite(m["skew"], 0.0),
+                                n_obs=int(m["n_obs"]), skew=_finite(m["skew"], 0.0),
                                 kurtosis=_finite(m["kurtosis"], 3.0))
-                row.update(sharpe_bar=m["sharpe"], **{k: run.result.metrics.get(k, math.nan)
+                metrics = run.result.metrics if run.result is not None else {}
+                row.update(sharpe_bar=m["sharpe"], **{k: metrics.get(k, math.nan)
                                                       for k in ("cagr", "sharpe", "max_drawdown",
                                                                 "volatility", "turnover")})
             runs.append(row)
@@ -151,7 +157,7 @@ def _evaluate(*, agents: list[str], data: MarketData, costs: CostModel, score: S
             for spec in agents]
     table = pd.DataFrame(rows, columns=list(COLUMNS)).sort_values(
         "hardened", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
-    clock = bh.result.equity.index
+    clock = index
     meta = {"market": f"{', '.join(data.symbols)} {str(clock[0])[:10]}..{str(clock[-1])[:10]}",
             "symbols": list(data.symbols), "bars": n, "seeds": seeds, "experiment": experiment,
             "registry": str(registry.path), "n_trials": n_trials, "confidence": confidence,
@@ -164,17 +170,7 @@ def _evaluate(*, agents: list[str], data: MarketData, costs: CostModel, score: S
                        equity=pd.DataFrame(curves, index=index), meta=meta)
 
 
-def _load(load_agent: Callable[..., Any], spec: str, params: dict[str, Any], seed: int) -> Any:
-    """The agent with ``seed`` when its constructor takes one, else without."""
-    try:
-        return load_agent(spec, **params, seed=seed)
-    except ConfigError as exc:
-        if "seed" not in str(exc):
-            raise
-        return load_agent(spec, **params)
-
-
-def _agent_row(spec: str, runs: list, table: pd.DataFrame, aud: Auditor, refs: Any,
+def _agent_row(spec: str, runs: list[AuditRun], table: pd.DataFrame, aud: Auditor, refs: Any,
                registry: TrialRegistry, experiment: str, asset_returns: np.ndarray,
                cash: float, n_boot: int, confidence: float, score: ScoreConfig) -> dict[str, Any]:
     mine = table[table["agent"] == spec]
@@ -231,55 +227,3 @@ def _finite(x: float, default: float) -> float:
 
 def _fmt(x: float, pattern: str) -> str:
     return "–" if x is None or not math.isfinite(float(x)) else pattern.format(x)
-
-
-def _html(board: Leaderboard) -> str:
-    """The leaderboard page in the tear sheet's style: table, Sharpe CI plot, equity curves."""
-    from matplotlib.figure import Figure
-
-    from tradesim.report.tearsheet import CSS, escape_html, img_tag, figure_png
-
-    t = board.table
-    conf = board.meta.get("confidence", 0.95)
-    fig = Figure(figsize=(11, 0.5 * len(t) + 1.5))
-    ax = fig.subplots()
-    y = np.arange(len(t))[::-1]
-    ok = t["sharpe_low"].notna().to_numpy()
-    ax.errorbar(t["sharpe"][ok], y[ok], xerr=[(t["sharpe"] - t["sharpe_low"])[ok],
-                                              (t["sharpe_high"] - t["sharpe"])[ok]],
-                fmt="o", color="#1f4e9c", capsize=4)
-    ax.set_yticks(y, t["agent"].tolist())
-    ax.axvline(0, color="black", lw=0.6)
-    ax.set_xlabel(f"annualised Sharpe with {conf:.0%} block-bootstrap CI")
-    ax.grid(alpha=0.3, axis="x")
-    fig2 = Figure(figsize=(11, 3.5))
-    ax2 = fig2.subplots()
-    for name in board.equity.columns:
-        ax2.plot(board.equity.index, board.equity[name].to_numpy(), lw=1.1, label=name)
-    ax2.set_ylabel("equity (mean over seeds)")
-    ax2.grid(alpha=0.3)
-    ax2.legend(loc="upper left", fontsize=8)
-    shown = [c for c in COLUMNS if c != "error"]
-    head = "".join(f"<th class=k>{escape_html(c.replace('_', ' '))}</th>" for c in ["#", *shown])
-    body = "".join("<tr>" + f"<td>{i}</td>" + "".join(
-        f"<td{' class=k' if c == 'agent' else ''}>{escape_html(_cell(r[c]))}</td>" for c in shown)
-        + "</tr>" for i, r in enumerate(t.to_dict("records"), start=1))
-    errors = "".join(f"<li>{escape_html(r['agent'])}: {escape_html(r['error'])}</li>"
-                     for r in t.to_dict("records") if r["error"])
-    setup = "".join(f"<tr><th class=k>{escape_html(k)}</th><td class=k>{escape_html(v)}</td></tr>"
-                    for k, v in board.meta.items())
-    return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>tradesim leaderboard"
-            f"</title><style>{CSS}</style></head><body><h1>Leaderboard</h1>"
-            f"<p>{escape_html(board.meta.get('market', ''))}; ranked by hardened score; deflated Sharpe "
-            f"counts {board.meta.get('n_trials', 0)} trials</p>"
-            f"<section id=table><h2>Agents</h2><table>{head}{body}</table>"
-            + (f"<ul class=warn>{errors}</ul>" if errors else "") + "</section>"
-            f"<section id=ci><h2>Sharpe confidence intervals</h2>{img_tag(figure_png(fig), 'Sharpe CI')}"
-            f"</section><section id=equity><h2>Equity</h2>{img_tag(figure_png(fig2), 'equity')}</section>"
-            f"<section id=setup><h2>Setup</h2><table>{setup}</table></section></body></html>")
-
-
-def _cell(x: object) -> str:
-    if isinstance(x, float):
-        return "–" if not math.isfinite(x) else f"{x:.4g}"
-    return str(x)

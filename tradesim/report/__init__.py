@@ -1,1 +1,1 @@
-"""HTML tear sheets with plots."""
+"""Every HTML page tradesim writes: run tear sheets, leaderboards, audits, studies."""

@@ -1,15 +1,11 @@
 """One self-contained HTML tear sheet per run: header, metrics, plots (inline PNG), trades.
 
-No network and no JavaScript: plots are matplotlib PNGs (Agg canvas, no pyplot state, so it is
-safe in threads and headless) embedded as base64; the file can be mailed, archived or opened
-offline.
+The page skeleton (style, escaping, inline plots) is :mod:`tradesim.report.page`'s, shared with
+every other page; this module draws what is particular to one run.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,26 +16,16 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from tradesim.report.page import escape_html, figure_png, img_tag, section, write_page
 from tradesim.rewards.metrics import drawdown_of
 
 MAX_TRADES = 500
 _PERCENT = {"total_return", "cagr", "volatility", "max_drawdown", "best_bar", "worst_bar",
             "exposure_time", "mean_gross_exposure", "mean_net_exposure", "turnover", "win_rate",
             "avg_trade_return", "benchmark_return", "benchmark_cagr", "alpha", "tracking_error"}
-CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;
-max-width:1100px;color:#1d2330}
-h1{margin-bottom:4px}h2{border-bottom:1px solid #ccd;padding-bottom:4px;margin-top:32px}
-table{border-collapse:collapse;font-size:13px}td,th{padding:3px 10px;
-border-bottom:1px solid #e4e6ee;text-align:right}th{background:#f3f4f8}td.k,th.k{text-align:left}
-.metrics{display:grid;grid-template-columns:repeat(3,1fr);gap:0 24px}
-.stamp{display:inline-block;padding:4px 10px;border-radius:4px;font-weight:600;background:#e6f4ea;
-color:#17612e}.stamp.danger{background:#fde7e7;color:#b00020;border:2px solid #b00020}
-.warn{color:#b00020}.note{color:#667;font-size:12px}img{max-width:100%}
-"""
 
 
-def write_tearsheet(path: Path, *, title: str, equity: pd.Series, benchmark: pd.Series | None,
+def write_tearsheet(path: str | Path, *, title: str, equity: pd.Series, benchmark: pd.Series | None,
                     weights: pd.DataFrame, trades: pd.DataFrame, metrics: Mapping[str, float],
                     meta: Mapping[str, Any], log_scale: bool = False,
                     max_trades: int = MAX_TRADES) -> Path:
@@ -49,40 +35,21 @@ def write_tearsheet(path: Path, *, title: str, equity: pd.Series, benchmark: pd.
     fill_mode (stamped red when fills are same-bar close), fingerprints, warnings, leakage,
     knowledge_cutoff; any other keys are listed too.
     """
-    path = Path(path)
     sections = [
-        f"<h1>{escape_html(title)}</h1>",
         _header(meta),
-        _section("metrics", "Metrics", _metrics_table(metrics)),
-        _section("equity", "Equity vs benchmark", img_tag(_plot_equity(equity, benchmark, log_scale),
-                                                        "equity curve")),
-        _section("drawdown", "Drawdown (underwater)", img_tag(_plot_drawdown(equity), "drawdown")),
-        _section("exposure", "Exposure and positions",
-                 img_tag(_plot_weights(weights), "weights") if weights is not None and len(weights)
-                 else "<p class=note>no weights recorded</p>"),
+        section("metrics", "Metrics", _metrics_table(metrics)),
+        section("equity", "Equity vs benchmark",
+                img_tag(_plot_equity(equity, benchmark, log_scale), "equity curve")),
+        section("drawdown", "Drawdown (underwater)", img_tag(_plot_drawdown(equity), "drawdown")),
+        section("exposure", "Exposure and positions",
+                img_tag(_plot_weights(weights), "weights") if weights is not None and len(weights)
+                else "<p class=note>no weights recorded</p>"),
     ]
     if _is_daily(equity, metrics):
-        sections.append(_section("monthly", "Monthly returns",
-                                 img_tag(_plot_monthly(equity), "monthly returns")))
-    sections.append(_section("trades", "Trades", _trades_table(trades, max_trades)))
-    doc = ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-           f"<title>{escape_html(title)}</title><style>{CSS}</style></head><body>"
-           + "\n".join(sections) + "</body></html>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(doc, encoding="utf-8")
-    return path
-
-
-def escape_html(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _section(anchor: str, heading: str, body: str) -> str:
-    return f'<section id="{anchor}"><h2>{escape_html(heading)}</h2>{body}</section>'
-
-
-def img_tag(png: bytes, alt: str) -> str:
-    return f'<img alt="{escape_html(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        sections.append(section("monthly", "Monthly returns",
+                                img_tag(_plot_monthly(equity), "monthly returns")))
+    sections.append(section("trades", "Trades", _trades_table(trades, max_trades)))
+    return write_page(path, title=title, body=sections)
 
 
 def _same_bar(fill_mode: object) -> bool:
@@ -93,9 +60,9 @@ def _same_bar(fill_mode: object) -> bool:
 def _header(meta: Mapping[str, Any]) -> str:
     fill = meta.get("fill_mode", "unknown")
     danger = _same_bar(fill)
+    why = " — same-bar close fills: results are optimistic" if danger else ""
     stamp = (f'<span class="stamp{" danger" if danger else ""}" id="fill-mode">FILL MODE: '
-             f"{escape_html(fill)}{' — same-bar close fills: results are optimistic' if danger else ''}"
-             "</span>")
+             f"{escape_html(fill)}{why}</span>")
     rows = []
     for key, value in meta.items():
         if key in {"fill_mode", "warnings", "leakage"}:
@@ -109,8 +76,8 @@ def _header(meta: Mapping[str, Any]) -> str:
         rows.append(f"<tr><th class=k>{escape_html(key)}</th><td class=k>{value}</td></tr>")
     alerts = [*map(str, meta.get("warnings") or []),
               *(f"LLM knowledge-cutoff leakage: {item}" for item in meta.get("leakage") or [])]
-    warn = ("<ul class=warn id=warnings>" + "".join(f"<li>{escape_html(a)}</li>" for a in alerts) + "</ul>"
-            if alerts else "")
+    warn = ("<ul class=warn id=warnings>" + "".join(f"<li>{escape_html(a)}</li>" for a in alerts)
+            + "</ul>" if alerts else "")
     return (f'<section id="run"><p>{stamp}</p>{warn}<table>{"".join(rows)}</table></section>')
 
 
@@ -127,8 +94,8 @@ def _fmt(key: str, value: float) -> str:
 
 
 def _metrics_table(metrics: Mapping[str, float]) -> str:
-    cells = [f"<tr><th class=k>{escape_html(k.replace('_', ' '))}</th><td>{escape_html(_fmt(k, v))}</td></tr>"
-             for k, v in metrics.items()]
+    cells = [f"<tr><th class=k>{escape_html(k.replace('_', ' '))}</th>"
+             f"<td>{escape_html(_fmt(k, v))}</td></tr>" for k, v in metrics.items()]
     thirds = max(1, math.ceil(len(cells) / 3))
     return '<div class="metrics">' + "".join(
         f"<table>{''.join(cells[i:i + thirds])}</table>" for i in range(0, len(cells), thirds)
@@ -161,12 +128,6 @@ def _is_daily(equity: pd.Series, metrics: Mapping[str, float]) -> bool:
 def _figure(height: float) -> tuple[Figure, Any]:
     fig = Figure(figsize=(11, height))
     return fig, fig.subplots()
-
-
-def figure_png(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return buf.getvalue()
 
 
 def _plot_equity(equity: pd.Series, benchmark: pd.Series | None, log_scale: bool) -> bytes:

@@ -241,7 +241,7 @@ class TrialRegistry:
             raise ConfigError(f"trial registry {self.path} has no trials for {experiment!r}; "
                               "record every configuration you tried before deflating")
         m = moments(returns)
-        return deflated_sharpe_ratio(sharpe=m["sharpe"], n_obs=m["n_obs"], n_trials=n,
+        return deflated_sharpe_ratio(sharpe=m["sharpe"], n_obs=int(m["n_obs"]), n_trials=n,
                                      trials_variance=self.sharpe_variance(experiment),
                                      skew=m["skew"], kurtosis=m["kurtosis"])
 

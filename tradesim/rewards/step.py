@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 _FLOOR = 1e-12  # smallest growth ratio: ruin costs log(1e-12) ~ -27.6 once
 _CAP = 1e6  # largest growth ratio per bar: keeps squares finite in float32
 _BOUND = 1e6  # magnitude bound on weights, costs and P&L ratios
+
+_T = TypeVar("_T")
 
 
 class RewardSpec(BaseModel):
@@ -229,8 +231,8 @@ def reward_terms(*, equity: np.ndarray, weights: np.ndarray | None = None,
         "downside": lambda: differential_downside(r, eta=spec.eta, warmup=spec.warmup,
                                                   var_floor=spec.var_floor, clip=spec.clip),
         "drawdown": lambda: drawdown_increment(equity),
-        "turnover": lambda: turnover_penalty(weights),
-        "cost": lambda: cost_penalty(costs, equity),
+        "turnover": lambda: turnover_penalty(_given(weights)),
+        "cost": lambda: cost_penalty(_given(costs), equity),
         "cvar": lambda: rolling_cvar_penalty(r, window=spec.window, alpha=spec.alpha),
         "expectile": lambda: rolling_expectile_penalty(r, window=spec.window, tau=spec.tau),
     }
@@ -248,6 +250,12 @@ def _need(spec: RewardSpec, weights: object, costs: object) -> None:
                           "or set turnover = 0")
     if spec.cost > 0 and costs is None:
         raise ConfigError("RewardSpec.cost > 0 needs costs [..., T]; pass costs= or set cost = 0")
+
+
+def _given(value: _T | None) -> _T:
+    """``value``, which :func:`_need` has already checked is present for the term that uses it."""
+    assert value is not None
+    return value
 
 
 # --- torch forms ---------------------------------------------------------------------------
@@ -443,8 +451,8 @@ def reward_terms_torch(*, equity: torch.Tensor, weights: torch.Tensor | None = N
         "sharpe": lambda: _differential_t(r, spec, downside=False),
         "downside": lambda: _differential_t(r, spec, downside=True),
         "drawdown": lambda: drawdown_increment_torch(equity),
-        "turnover": lambda: turnover_penalty_torch(weights),
-        "cost": lambda: cost_penalty_torch(costs, equity),
+        "turnover": lambda: turnover_penalty_torch(_given(weights)),
+        "cost": lambda: cost_penalty_torch(_given(costs), equity),
         "cvar": lambda: rolling_cvar_penalty_torch(r, window=spec.window, alpha=spec.alpha),
         "expectile": lambda: rolling_expectile_penalty_torch(r, window=spec.window, tau=spec.tau),
     }
@@ -519,12 +527,12 @@ class OnlineReward:
         if spec.drawdown > 0:
             terms["drawdown"] = -((peak - level) - (self._peak - self._level)).clamp_min(0.0)
         if spec.turnover > 0:
-            w = _bounded_t(weights.to(self._w.dtype))
+            w = _bounded_t(_given(weights).to(self._w.dtype))
             terms["turnover"] = -(w - self._w).abs().sum(-1)
             self._w = w
         if spec.cost > 0:
             alive = self._prev > 0
-            frac = _bounded_t(costs.to(e.dtype)).abs() / torch.where(alive, self._prev,
+            frac = _bounded_t(_given(costs).to(e.dtype)).abs() / torch.where(alive, self._prev,
                                                                    torch.ones_like(self._prev))
             terms["cost"] = -_bounded_t(torch.where(alive, frac, torch.zeros_like(frac)))
         if spec.cvar > 0 or spec.expectile > 0:

@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 
-from tradesim.agents.qtnet.device import pick_device
 from tradesim.agents.qtnet.features import make_features
 from tradesim.agents.qtnet.train import TrainConfig, load_checkpoint
-from tradesim.contracts import BaseAgent, Decision, Observation
+from tradesim.contracts import AgentParams, BaseAgent, Decision, Observation, RunContext
+from tradesim.device import pick_device
 from tradesim.errors import ConfigError
 
 _HISTORY = 256  # bars of history to compute features from (>> EWMA span and Dual Thrust days)
@@ -32,9 +33,15 @@ class QTNetAgent(BaseAgent):
 
     name = "qtnet"
 
-    def __init__(self, *, checkpoint: str, device: str = "cpu",
-                 bars_per_day: int | None = None) -> None:
-        """``bars_per_day``: the most bars one day holds, for intraday data (1440 for 1m)."""
+    class Params(AgentParams):
+        checkpoint: str = Field(description="a `tradesim train qtnet` checkpoint (DIR/best.pt)")
+        device: str = Field("cpu", description="torch device: cpu, cuda, mps or auto")
+        bars_per_day: int | None = Field(None, ge=1, description="most bars one day holds, for "
+                                         "intraday data (1440 for 1-minute bars)")
+
+    def __init__(self, **params: Any) -> None:
+        p = self._configure(params)
+        checkpoint, device, bars_per_day = p.checkpoint, p.device, p.bars_per_day
         if not Path(checkpoint).is_file():
             raise ConfigError(f"checkpoint {checkpoint} does not exist; train one with "
                               "`tradesim train qtnet --out DIR` and pass DIR/best.pt")
@@ -70,7 +77,15 @@ class QTNetAgent(BaseAgent):
             return None
         cols = {k: np.stack([getattr(b, k)[-n:] for b in bars], axis=1)
                 for k in ("open", "high", "low", "close", "volume")}
-        return make_features(time=bars[0].time[-n:], tail=self.env.window, **cols)
+        return make_features(time=bars[0].time[-n:], open=cols["open"], high=cols["high"],
+                             low=cols["low"], close=cols["close"], volume=cols["volume"],
+                             tail=self.env.window)
+
+    def start(self, context: RunContext) -> None:
+        """A new run: a fresh recurrent state and episode."""
+        super().start(context)
+        self._h.clear()
+        self._steps, self._start_equity = 0, 0.0
 
     def decide(self, obs: Observation) -> Decision:
         if self._steps % (self.env.episode_len or 1 << 62) == 0:

@@ -1,6 +1,6 @@
 """Batched torch trading env with the engine's semantics, for ``n_envs`` books on one device.
 
-Per step, as in :mod:`tradesim.engine.loop`: the action taken on the observation of bar t sets
+Per step, as in :mod:`tradesim.engine.session`: the action taken on the observation of bar t sets
 target weights, sized in shares at close t from equity at close t (whole lots unless
 fractional); bar t+1 then charges the short-borrow fee, runs the margin check at the open
 (liquidating and cancelling the order), fills the order at open t+1 (participation cap,
@@ -14,6 +14,7 @@ t+1 and runs the margin check at the close. Rewards come from
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,7 +53,7 @@ class EnvConfig(BaseModel):
 
     @field_validator("costs", mode="before")
     @classmethod
-    def _costs(cls, value: object) -> CostModel:
+    def _costs(cls, value: Any) -> CostModel:
         return load_costs(value)
 
 
@@ -88,8 +89,10 @@ class EnvData:
         feats, teach = [], []
         for i in range(len(series)):
             cols = {k: prices[i, :, :, j] for j, k in enumerate(_PRICES)}
-            feats.append(make_features(time=time[i], k1=k1, k2=k2, lookback_days=lookback_days,
-                                       **cols))
+            feats.append(make_features(time=time[i], open=cols["open"], high=cols["high"],
+                                       low=cols["low"], close=cols["close"],
+                                       volume=cols["volume"], k1=k1, k2=k2,
+                                       lookback_days=lookback_days))
             teach.append(teacher_positions(time=time[i], allow_short=allow_short,
                                            hindsight=hindsight_teacher, k1=k1, k2=k2,
                                            lookback_days=lookback_days,

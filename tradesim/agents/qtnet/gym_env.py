@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -14,7 +14,7 @@ from tradesim.agents.qtnet.env import EnvConfig, EnvData, TradingEnv
 class QTNetGymEnv(gym.Env):
     """One book on the CPU; ``step`` takes actions in [-1, 1]^N and returns float32 observations."""
 
-    metadata: ClassVar[dict[str, list]] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": []}  # an instance attribute on gym.Env
 
     def __init__(self, *, data: EnvData, config: EnvConfig | None = None) -> None:
         cfg = (config or EnvConfig()).model_copy(update={"n_envs": 1})
@@ -35,6 +35,7 @@ class QTNetGymEnv(gym.Env):
                             with_final_obs=True)
         terminated, truncated = bool(res.terminated[0]), bool(res.truncated[0])
         obs = res.final_obs if terminated or truncated else res.obs
+        assert obs is not None  # with_final_obs=True always fills final_obs
         info = {"equity": float(res.equity[0]), "costs": float(res.costs[0]),
                 "ruined": bool(res.ruined[0])}
         return (obs[0].numpy().astype(np.float32), float(res.reward[0]), terminated, truncated,

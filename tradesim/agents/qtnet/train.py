@@ -152,6 +152,8 @@ class _Replay:
 def rollout(*, env: TradingEnv, actor: Actor, noise: float, gen: torch.Generator) -> Batch:
     """One episode per env (``episode_len`` steps) with Gaussian exploration noise."""
     steps = env.config.episode_len
+    if steps is None:
+        raise ConfigError("training rollouts need a finite env episode_len (got None)")
     obs = env.reset()
     seq_obs, acts, rews, terms, valids, demos = [obs], [], [], [], [], []
     alive = torch.ones(env.n_envs, dtype=obs.dtype, device=obs.device)
@@ -168,6 +170,7 @@ def rollout(*, env: TradingEnv, actor: Actor, noise: float, gen: torch.Generator
             rews.append(res.reward)
             terms.append(res.terminated.to(obs.dtype))
             valids.append(alive)
+            assert res.final_obs is not None  # with_final_obs=True always fills it
             seq_obs.append(res.final_obs)
             alive = alive * (1.0 - (res.terminated | res.truncated).to(obs.dtype))
             obs = res.obs
@@ -271,16 +274,16 @@ def train(*, config: TrainConfig, train_data: EnvData, val_data: EnvData | None 
                     for net, tgt in ((actor, t_actor), (critic, t_critic)):
                         for p, tp in zip(net.parameters(), tgt.parameters(), strict=True):
                             tp.lerp_(p, config.tau)
+            train_growth = float((batch.reward * batch.valid).sum(1).mean() / config.reward_scale)
             row = {"iteration": it, "env_steps": steps, "critic_loss": float(lc.detach()),
                    "actor_loss": float(la.detach()), "q_pi": info["q_pi"], "bc_weight": bc_w,
                    "bc_frac": info.get("bc_frac", 0.0),
-                   "train_log_growth": float((batch.reward * batch.valid).sum(1).mean()
-                                             / config.reward_scale),
+                   "train_log_growth": train_growth,
                    "val_log_growth": "", "seconds": round(time.perf_counter() - started, 3)}
             last = it == config.iterations - 1
             if (it + 1) % config.eval_every == 0 or last:
                 score = (evaluate(actor=actor, data=val_data, config=env_cfg, device=device)
-                         if val_data is not None else row["train_log_growth"])
+                         if val_data is not None else train_growth)
                 row["val_log_growth"] = score
                 if score > best_score:
                     best_score, stale = score, 0
@@ -301,6 +304,7 @@ def train(*, config: TrainConfig, train_data: EnvData, val_data: EnvData | None 
     if out is not None:
         torch.save(checkpoint(actor=actor, critic=critic, config=config, data=train_data,
                               obs_size=size, extra={"iteration": it}), out / "last.pt")
+    assert best is not None  # the last iteration always evaluates, and any real score beats -inf
     return best
 
 

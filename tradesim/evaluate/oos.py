@@ -1,7 +1,7 @@
-"""Out-of-sample evaluation: train on bars before a split, backtest on the engine after it.
+"""QTNet out of sample: train on bars before a split, backtest on the engine after it.
 
 Every seed trains a fresh policy; the trained policy and the reference policies (buy and hold,
-Dual Thrust) run through :func:`tradesim.engine.backtest.run_backtest` on the held-out span
+Dual Thrust) run through :func:`tradesim.evaluate.backtest.run_backtest` on the held-out span
 only (with the earlier bars visible as history), so the score is the engine's, not the env's.
 Early stopping validates on the last part of the pre-split bars, never on the held-out span.
 Per run, the Sharpe ratio gets a block-bootstrap CI; over seeds, each metric and QTNet's excess
@@ -28,8 +28,8 @@ from tradesim.agents.qtnet.env import EnvData
 from tradesim.agents.qtnet.train import TrainConfig, split_market, train
 from tradesim.contracts import Agent
 from tradesim.data.view import MarketData
-from tradesim.engine.backtest import BacktestConfig, run_backtest
 from tradesim.errors import ConfigError
+from tradesim.evaluate.backtest import BacktestConfig, run_backtest
 from tradesim.rewards.stats import aggregate_seeds, bootstrap_sharpe_ci
 
 REFERENCES: tuple[str, ...] = ("buy_and_hold", "dual_thrust")
@@ -66,13 +66,16 @@ class OOSReport:
 
     def save(self, folder: str | Path) -> Path:
         """Write runs.csv, summary.csv, equity.csv, meta.json and report.html into ``folder``."""
+        from tradesim.report.oos import write_oos_page
+
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         self.runs.to_csv(out / "runs.csv", index=False)
         self.summary.to_csv(out / "summary.csv", index=False)
         self.equity.to_csv(out / "equity.csv")
         (out / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str))
-        (out / "report.html").write_text(_html(self), encoding="utf-8")
+        write_oos_page(out / "report.html", runs=self.runs, summary=self.summary,
+                       equity=self.equity, meta=self.meta)
         return out
 
 
@@ -95,7 +98,7 @@ def _summary(runs: pd.DataFrame, curves: dict[str, pd.Series], *, confidence: fl
 
     def add(policy: str, metric: str, values: np.ndarray) -> None:
         if len(values) > 1:
-            s = aggregate_seeds(values, confidence=confidence)
+            s = aggregate_seeds(values.tolist(), confidence=confidence)
             rows.append({"policy": policy, "metric": metric, "n": s.n, "mean": s.mean,
                          "ci_low": s.ci_low, "ci_high": s.ci_high})
         else:  # a deterministic reference: one run, no spread
@@ -145,13 +148,13 @@ def evaluate_out_of_sample(*, market: MarketData, split: str, config: TrainConfi
     train_data = EnvData.from_market(fit_part, separate=True, allow_short=env.allow_short,
                                      hindsight_teacher=config.hindsight_teacher)
     val_data = EnvData.from_market(val_part, separate=True, allow_short=env.allow_short)
-    score = {"n_boot": n_boot, "confidence": confidence}
     references = {"buy_and_hold": BuyAndHold(),
                   "dual_thrust": DualThrust(bars_per_day=1, flat_at_close=False,
                                             allow_short=env.allow_short)}
     rows, curves, seconds = [], {}, []
     for name, agent in references.items():
-        row, curves[name] = _score(agent, market, bt, name, None, **score)
+        row, curves[name] = _score(agent, market, bt, name, None, n_boot=n_boot,
+                                   confidence=confidence)
         rows.append(row)
     for seed in seeds:
         folder = Path(out_dir) / f"seed{seed}"
@@ -160,7 +163,9 @@ def evaluate_out_of_sample(*, market: MarketData, split: str, config: TrainConfi
                      val_data=val_data, device=device, out_dir=folder)
         seconds.append(time.perf_counter() - started)
         row, curves[f"qtnet/seed{seed}"] = _score(
-            QTNetAgent(checkpoint=str(folder / "best.pt")), market, bt, "qtnet", seed, **score)
+            QTNetAgent(checkpoint=str(folder / "best.pt")), market,
+            bt.model_copy(update={"seed": seed}), "qtnet", seed, n_boot=n_boot,
+            confidence=confidence)
         rows.append({**row, "best_iteration": best["iteration"],
                      "val_log_growth": best["val_log_growth"]})
         if progress is not None:
@@ -185,56 +190,3 @@ def _fmt(x: float, metric: str) -> str:
     if not math.isfinite(x):
         return "–"
     return f"{x:+.1%}" if metric in ("total_return", "max_drawdown") else f"{x:.2f}"
-
-
-def _html(report: OOSReport) -> str:
-    """A self-contained page: summary table, per-run Sharpe CIs, equity curves, setup."""
-    from matplotlib.figure import Figure
-
-    from tradesim.report.tearsheet import CSS, escape_html, figure_png, img_tag
-
-    runs = report.runs
-    labels = [p if s is None or (isinstance(s, float) and math.isnan(s)) else f"{p}/seed{int(s)}"
-              for p, s in zip(runs["policy"], runs["seed"], strict=True)]
-    fig = Figure(figsize=(10, 0.45 * len(runs) + 1.5))
-    ax = fig.subplots()
-    y = np.arange(len(runs))[::-1]
-    ax.errorbar(runs["sharpe"], y, xerr=[runs["sharpe"] - runs["sharpe_low"],
-                                         runs["sharpe_high"] - runs["sharpe"]],
-                fmt="o", color="#1f4e9c", capsize=4)
-    ax.set_yticks(y, labels)
-    ax.axvline(0, color="black", lw=0.6)
-    ax.set_xlabel("annualised Sharpe, held out, with block-bootstrap CI")
-    ax.grid(alpha=0.3, axis="x")
-    fig2 = Figure(figsize=(10, 3.5))
-    ax2 = fig2.subplots()
-    for name in report.equity.columns:
-        ref = not name.startswith("qtnet/")
-        ax2.plot(report.equity.index, report.equity[name].to_numpy(), lw=1.8 if ref else 0.9,
-                 alpha=1.0 if ref else 0.7, label=name)
-    ax2.set_ylabel("equity")
-    ax2.grid(alpha=0.3)
-    ax2.legend(loc="upper left", fontsize=8)
-
-    def table(frame: pd.DataFrame) -> str:
-        head = "".join(f"<th>{escape_html(c)}</th>" for c in frame.columns)
-        body = "".join("<tr>" + "".join(
-            f"<td>{escape_html(f'{v:.4g}' if isinstance(v, float) else v)}</td>"
-            for v in r) + "</tr>" for r in frame.itertuples(index=False))
-        return f"<table><tr>{head}</tr>{body}</table>"
-
-    verdict = ", ".join(f"{'beats' if v else 'does not beat'} {k}"
-                        for k, v in report.meta.get("verdict", {}).items())
-    setup = {k: v for k, v in report.meta.items() if k != "config"}
-    return ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>QTNet out of sample"
-            f"</title><style>{CSS}</style></head><body><h1>QTNet out of sample</h1>"
-            f"<p>{escape_html(report.meta.get('held_out', ''))}: QTNet {escape_html(verdict)} "
-            "(total return; whole CI of the excess above zero)</p>"
-            f"<section id=summary><h2>Summary over seeds</h2>{table(report.summary)}</section>"
-            f"<section id=ci><h2>Sharpe per run</h2>{img_tag(figure_png(fig), 'Sharpe CI')}"
-            f"</section><section id=equity><h2>Equity</h2>{img_tag(figure_png(fig2), 'equity')}"
-            f"</section><section id=runs><h2>Runs</h2>{table(runs)}</section>"
-            f"<section id=setup><h2>Setup</h2><pre>"
-            f"{escape_html(json.dumps(setup, indent=1, default=str))}</pre><h3>config</h3><pre>"
-            f"{escape_html(json.dumps(report.meta.get('config'), indent=1))}"
-            "</pre></section></body></html>")

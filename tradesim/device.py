@@ -1,15 +1,25 @@
-"""Pick the torch device once (cuda > mps > cpu), overridable by name."""
+"""The project's one device choice (cuda > mps > cpu), overridable by name.
+
+QTNet's torch models and the local LLM runtimes (llama.cpp layer offload, transformers) all ask
+here, so a run uses one device whichever part of the project computes.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from tradesim.errors import ConfigError
 
+if TYPE_CHECKING:
+    import torch
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` -> cuda if available, else mps, else cpu; any other name must be usable here."""
-    if name == "auto":
+
+def pick_device(name: str | None = "auto") -> torch.device:
+    """``auto`` (or None) -> cuda if available, else mps, else cpu; any other name must be
+    usable here."""
+    import torch
+
+    if name is None or name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         mps = getattr(torch.backends, "mps", None)

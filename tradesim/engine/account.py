@@ -1,0 +1,264 @@
+"""One account: broker + ledger stepping through bars, whatever drives the clock.
+
+:class:`Account` is fed one bar row at a time (``open_step``), takes target weights
+(``rebalance``) and closes the step (``close_step``, which checks the ledger invariants). The
+session (:mod:`tradesim.engine.session`) drives it from a historical or a live clock. What an
+account produced in a step (fills, closed orders, events) is taken by the session with
+:meth:`Account.take_records`, so a long run holds no history here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tradesim.contracts import Fill
+from tradesim.engine.broker import (
+    LIMIT,
+    MARKET,
+    STOP,
+    Broker,
+    Order,
+    check_in_bar,
+    exit_price,
+    target_qty,
+)
+from tradesim.engine.costs import CostModel, borrow_fee_on
+from tradesim.engine.ledger import Ledger
+from tradesim.errors import ConfigError
+
+FILL_MODES: tuple[str, ...] = ("next_open", "close")
+_EXIT_REASON = {1: "stop_loss", 2: "take_profit"}
+
+
+class Account:
+    """Broker + ledger of one account; processes one bar per step, whatever drives the clock.
+
+    Bar rows (one value per symbol, NaN = no bar) may be lists or arrays; the book is kept in
+    plain Python floats because a step touches a handful of symbols, where scalar arithmetic is
+    many times faster than NumPy calls. ``stop_loss`` / ``take_profit`` hold one level per symbol
+    (NaN = none).
+    """
+
+    def __init__(self, *, symbols: tuple[str, ...], initial_cash: float, costs: CostModel,
+                 fill: str = "next_open", lot_size: float = 1.0, fractional: bool = False,
+                 allow_short: bool = False, max_leverage: float = 1.0,
+                 maintenance_margin: float = 0.25) -> None:
+        if fill not in FILL_MODES:
+            raise ConfigError(f"fill must be one of {', '.join(FILL_MODES)}, got {fill!r}")
+        self.symbols = tuple(symbols)
+        self.costs, self.fill = costs, fill
+        self.lot_size, self.fractional = float(lot_size), bool(fractional)
+        self.allow_short, self.max_leverage = bool(allow_short), float(max_leverage)
+        self.maintenance_margin = float(maintenance_margin)
+        self.ledger = Ledger(symbols=self.symbols, initial_cash=initial_cash)
+        self.broker = Broker(symbols=self.symbols, costs=costs)
+        n = len(self.symbols)
+        self.stop_loss: list[float] = [math.nan] * n
+        self.take_profit: list[float] = [math.nan] * n
+        self.fills: list[tuple[int, int, Fill]] = []  # (step, order id or 0, fill), not yet taken
+        self.events: list[dict] = []  # liquidations, ruin: not yet taken
+        self._used: dict[int, float] = {}  # shares traded per column in the current bar
+        self.ruined = False
+        self._open_kinds = (MARKET, LIMIT, STOP) if fill == "next_open" else (LIMIT, STOP)
+        self._armed = 0  # symbols with a stop-loss or take-profit level set
+        self._step_fills: list[tuple[int, Fill]] = []
+        self._step_orders: list[Order] = []
+        self._liquidated = False
+        self._bar: tuple[Any, ...] = ()  # (step, time, open, high, low, close, volume) of this bar
+        self._last_time: np.datetime64 | None = None
+
+    # --- one step ---------------------------------------------------------------------------
+
+    def open_step(self, *, step: int, time: np.datetime64, open: Sequence[float],
+                  high: Sequence[float], low: Sequence[float], close: Sequence[float],
+                  volume: Sequence[float]) -> None:
+        """Bar ``step`` happened: borrow fee, margin at the open, pending orders, stops, close mark.
+
+        NaN entries mean the symbol has no bar at this time (its orders wait, its mark stays).
+        """
+        if isinstance(open, np.ndarray):
+            open, high, low, close, volume = (np.asarray(a, dtype=np.float64).tolist()
+                                              for a in (open, high, low, close, volume))
+        self._open(step, time, open, high, low, close, volume)
+
+    def _open(self, step: int, time: np.datetime64, open: Sequence[float],
+              high: Sequence[float], low: Sequence[float], close: Sequence[float],
+              volume: Sequence[float]) -> None:
+        """:meth:`open_step` on rows of Python floats, positionally (the loop's hot path)."""
+        L = self.ledger
+        L.begin_step()
+        self._step_fills, self._step_orders, self._liquidated = [], [], False
+        self._bar = (step, time, open, high, low, close, volume)
+        shares = L.shares
+        has_pos = any(shares)
+        if has_pos and self._last_time is not None and self.costs.borrow_bps_annual:
+            short_value = 0.0
+            for q, m in zip(shares, L.prices):
+                if q < 0:
+                    short_value += -q * m
+            if short_value:
+                fee = borrow_fee_on(short_value, self.costs.borrow_bps_annual,
+                                    float((time - self._last_time).astype("int64")))
+                if fee:
+                    L.charge_borrow(fee)
+        self._last_time = time
+        # no margin call can trigger with cash >= 0 and only long positions (at positive
+        # prices): then equity >= gross exposure >= maintenance_margin x gross
+        cushioned = self.maintenance_margin <= 1.0
+        if has_pos and not (cushioned and L.cash >= 0 and min(shares) >= 0):
+            self._margin_call(phase="open", prices=open)
+        self._used = {}  # shares traded per column in this bar (for the cap)
+        if self.broker.open_orders:
+            for order, fill in self.broker.execute(step=step, time=time, ref=open, high=high,
+                                                   low=low, volume=volume,
+                                                   kinds=self._open_kinds, used=self._used):
+                self._book(step, fill, order)
+        if self._armed and any(shares):
+            self._exits(step, time, open, high, low, volume)
+        L.mark(close)
+        if any(shares) and not (cushioned and L.cash >= 0 and min(shares) >= 0):
+            self._margin_call(phase="close", prices=close)
+
+    def rebalance(self, *, weights: Sequence[float], stop_loss: Sequence[float] | None = None,
+                  take_profit: Sequence[float] | None = None) -> list[Order]:
+        """Orders toward target ``weights`` (NaN: keep that position) sized at the last closes.
+
+        In ``fill="close"`` mode they execute at this bar's close right away.
+        """
+        step, time = self._bar[0], self._bar[1]
+        L = self.ledger
+        equity = L.equity()
+        current, marks = L.shares, L.prices
+        target = [q if math.isnan(w) else target_qty(w, equity, m, lot_size=self.lot_size,
+                                              fractional=self.fractional)
+                  for w, q, m in zip(weights, current, marks)]
+        gross_now, _ = L.exposures()
+        cap = max(self.max_leverage, gross_now / equity if equity > 0 else 0)
+        L.check_leverage(step=step, time=time, target=target, prices=marks, equity=equity,
+                         max_leverage=cap, orders=self.broker.open_orders)
+        orders = []
+        broker = self.broker
+        if broker.open_orders:  # market orders still open for re-targeted symbols are stale
+            for order in [o for o in broker.open_orders
+                          if o.kind == MARKET and not math.isnan(weights[o.col])]:
+                broker.cancel(order)
+        for j, w in enumerate(weights):
+            if math.isnan(w):
+                continue
+            delta = target[j] - current[j]
+            if abs(delta) > 1e-12:
+                orders.append(broker.create(time=time, col=j, quantity=delta))
+        if stop_loss is not None or take_profit is not None:
+            for levels, new in ((self.stop_loss, stop_loss), (self.take_profit, take_profit)):
+                if new is not None:
+                    for j, x in enumerate(new):
+                        if not math.isnan(x):
+                            levels[j] = float(x)
+            self._count_armed()
+        self._step_orders.extend(orders)
+        if self.fill == "close" and orders:
+            _, _, _, high, low, close, volume = self._bar
+            for order, fill in broker.execute(step=step, time=time, ref=close, high=high,
+                                              low=low, volume=volume, kinds=(MARKET,),
+                                              used=self._used):
+                self._book(step, fill, order)
+        return orders
+
+    def submit(self, *, symbol: str, quantity: float, kind: str = MARKET,
+               level: float = math.nan) -> Order:
+        """Queue an explicit order (market, limit or stop) for the next bar processed."""
+        order = self.broker.create(time=self._bar[1] if self._bar else np.datetime64("NaT", "ns"),
+                                   col=self.ledger.col[symbol], quantity=quantity, kind=kind,
+                                   level=level, reason="order")
+        self._step_orders.append(order)
+        return order
+
+    def close_step(self) -> float:
+        """Check the ledger invariants for this step; returns equity. Ruin stops the account."""
+        step, time = self._bar[0], self._bar[1]
+        equity = self.ledger.check(step=step, time=time, fills=self._step_fills,
+                                   liquidated=self._liquidated,
+                                   orders=self._step_orders + self.broker.open_orders)
+        if equity <= 0 and not self.ruined:
+            self.ruined = True
+            self._event(step, time, "ruin", equity=equity)
+        return equity
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _book(self, step: int, fill: Fill, order: Order | None) -> None:
+        L = self.ledger
+        col = L.col[fill.symbol]
+        L.apply(fill, col)
+        self._step_fills.append((col, fill))
+        self.fills.append((step, order.id if order is not None else 0, fill))
+        if L.shares[col] == 0.0 and not (math.isnan(self.stop_loss[col])
+                                         and math.isnan(self.take_profit[col])):
+            self.stop_loss[col] = self.take_profit[col] = math.nan
+            self._count_armed()
+
+    def _count_armed(self) -> None:
+        self._armed = sum(1 for a, b in zip(self.stop_loss, self.take_profit)
+                          if not (math.isnan(a) and math.isnan(b)))
+
+    def _exits(self, step: int, time: np.datetime64, open_: Sequence[float],
+               high: Sequence[float], low: Sequence[float], volume: Sequence[float]) -> None:
+        shares = self.ledger.shares
+        for j, (stop, target) in enumerate(zip(self.stop_loss, self.take_profit)):
+            q = shares[j]
+            if not q or (math.isnan(stop) and math.isnan(target)):
+                continue
+            price, reason = exit_price(q, stop, target, open_[j], high[j], low[j])
+            if reason:
+                qty = -q
+                cap = self.costs.participation_cap
+                if cap is not None:  # exits share the bar's cap: a locked bar does not fill
+                    vol = 0.0 if math.isnan(volume[j]) else volume[j]
+                    room = max(cap * vol - self._used.get(j, 0.0), 0.0)
+                    qty = math.copysign(min(abs(q), room), -q)
+                    self._used[j] = self._used.get(j, 0.0) + abs(qty)
+                if qty == 0.0:
+                    continue  # still armed: it triggers again on the next bar with volume
+                fill = self.broker.make_fill(time=time, col=j, quantity=qty, price=price,
+                                             volume=volume[j], reason=_EXIT_REASON[reason])
+                check_in_bar(fill.price, high[j], low[j], symbol=fill.symbol, time=time, step=step)
+                self._book(step, fill, None)
+
+    def _margin_call(self, *, phase: str, prices: Sequence[float]) -> None:
+        """Liquidate everything tradable now when equity falls below the maintenance margin."""
+        L = self.ledger
+        gross = value = 0.0
+        for q, p, m in zip(L.shares, prices, L.prices):
+            if q:
+                v = q * (m if math.isnan(p) else p)
+                gross += abs(v)
+                value += v
+        equity = L.cash + value
+        if gross == 0.0 or equity >= self.maintenance_margin * gross:
+            return
+        step, time, _, high, low, _, volume = self._bar
+        self._liquidated = True
+        self._event(step, time, "liquidation", phase=phase, equity=equity, gross_exposure=gross,
+                    maintenance_margin=self.maintenance_margin)
+        self.broker.cancel_all()
+        for j, p in enumerate(prices):
+            q = L.shares[j]
+            if q and not math.isnan(p):
+                fill = self.broker.make_fill(time=time, col=j, quantity=-q, price=p,
+                                             volume=volume[j], reason="liquidation")
+                check_in_bar(fill.price, high[j], low[j], symbol=fill.symbol, time=time, step=step)
+                self._book(step, fill, None)
+
+    def _event(self, step: int, time: np.datetime64, kind: str, **detail: float | str) -> None:
+        self.events.append({"step": step, "time": time, "kind": kind, **detail})
+
+    def take_records(self) -> tuple[list[tuple[int, int, Fill]], list[Order], list[dict]]:
+        """Fills, closed orders and events since the last call (the session records them)."""
+        fills, self.fills = self.fills, []
+        orders, self.broker.closed = self.broker.closed, []
+        events, self.events = self.events, []
+        return fills, orders, events
