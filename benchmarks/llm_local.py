@@ -13,6 +13,7 @@ hits both alike. The local model proves the offline path; its decisions are not 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -186,6 +187,79 @@ def runtimes(*, n: int, threads: int, max_tokens: int = 64) -> None:
                       f"actions {[r.decision().action for r in results]}")
 
 
+def cached_rerun(n: int = 1200, symbols: int = 4) -> None:
+    """Decisions/s when every call is a cache hit: one agent-like step = one gather of one call
+    per symbol; the peer is the same calls one at a time through the event loop thread."""
+    answer = '{"action":"buy","weight":0.5,"confidence":0.6,"rationale":"momentum"}'
+    os.environ.setdefault("OPENAI_API_KEY", "sk-benchmark-not-a-real-key")
+    prompts = [_messages(f"STOCK_{i % symbols} day {i // symbols}: returns +0.{i % 97:02d}% "
+                         f"-0.{(i * 7) % 89:02d}% +1.{i % 13:02d}%") for i in range(n)]
+    calls = [{"messages": m, "schema": TradeDecision, "decision_time": "2020-01-02",
+              "tag": f"bench:{i % symbols}"} for i, m in enumerate(prompts)]
+    with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer(default=Reply(content=answer)) as srv:
+        cfg = GatewayConfig(provider="openai", base_url=srv.base_url, concurrency=8,
+                            cache_path=str(Path(tmp) / "c.sqlite"))
+        with Gateway(config=cfg) as gw:  # record
+            for i in range(0, n, 50):
+                gw.gather(calls[i:i + 50])
+        recorded = len(srv.requests)
+        with Gateway(config=cfg) as gw:  # a cached re-run, step by step like LLMAnalyst
+            start = time.perf_counter()
+            results = [r for i in range(0, n, symbols) for r in gw.gather(calls[i:i + symbols])]
+            step_rate = n / (time.perf_counter() - start)
+            assert all(r.cache_hit for r in results) and gw.model_calls == 0
+        with Gateway(config=cfg) as gw:
+            start = time.perf_counter()
+            for c in calls:
+                gw.complete(**c)
+            one_rate = n / (time.perf_counter() - start)
+        with Gateway(config=cfg) as gw:  # peer: the earlier path, a loop-thread hop per call
+            start = time.perf_counter()
+            for c in calls:
+                gw._submit(gw._complete(gw._prepare(**c))).result()
+            loop_rate = n / (time.perf_counter() - start)
+        assert len(srv.requests) == recorded  # nothing re-asked
+    print(f"cached_rerun decisions {n} decisions_per_s gather_per_step({symbols}) "
+          f"{step_rate:.0f} complete {one_rate:.0f} vs loop_thread_hop_per_call {loop_rate:.0f} "
+          f"({step_rate / loop_rate:.1f}x)")
+
+
+def agent_replay(start: str = "2017-01-01", end: str = "2019-06-30") -> None:
+    """A whole LLMAnalyst backtest replayed from its run folder (>= 1,000 cached decisions):
+    decisions/s including prompt building and the engine, against the recording run."""
+    from tradesim.agents.llm_agent import LLMAnalyst
+    from tradesim.data.load import load_market
+    from tradesim.evaluate.backtest import BacktestConfig, run_backtest
+
+    def reply(body: dict[str, Any]) -> Reply:
+        last = body["messages"][-1]["content"].split("oldest first: ")[1].split("\n")[0].split()[-1]
+        action = "buy" if float(last) > 0 else "sell"
+        return Reply(content=json.dumps({"action": action, "weight": 0.5, "confidence": 0.6,
+                                         "rationale": "x"}))
+
+    os.environ.setdefault("OPENAI_API_KEY", "sk-benchmark-not-a-real-key")
+    symbols = ("ALPHA", "BRAVO")
+    data = load_market(symbols=list(symbols), source="sample")
+    config = BacktestConfig.build(agent="llm_analyst", symbols=symbols, start=start, end=end)
+    with tempfile.TemporaryDirectory() as tmp, FakeOpenAIServer(default=reply) as srv:
+        agent = LLMAnalyst(every=1, gateway={"provider": "openai", "base_url": srv.base_url,
+                                             "cache_path": str(Path(tmp) / "c.sqlite")})
+        t0 = time.perf_counter()
+        recorded = run_backtest(config=config, agent=agent, data=data, save_to=Path(tmp) / "run")
+        record_s = time.perf_counter() - t0
+        agent.close()
+        replay = LLMAnalyst.from_run(Path(tmp) / "run")
+        t0 = time.perf_counter()
+        again = run_backtest(config=config, agent=replay, data=data)
+        replay_s = time.perf_counter() - t0
+        replay.close()
+    n = recorded.meta["llm"]["calls"]
+    same = again.equity.equals(recorded.equity)
+    print(f"agent_replay decisions {n} decisions_per_s {n / replay_s:.0f} "
+          f"(whole backtest incl. engine; recording run {n / record_s:.0f}/s against a local "
+          f"server; identical equity {same})")
+
+
 def concurrency(calls: int = 16, latency: float = 0.2) -> None:
     good = '{"action":"hold","weight":0,"confidence":0.5,"rationale":"flat"}'
     os.environ.setdefault("OPENAI_API_KEY", "sk-benchmark-not-a-real-key")
@@ -212,9 +286,17 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per prompt (best kept)")
     parser.add_argument("--runtimes", action="store_true",
                         help="only compare the transformers and llama.cpp runtimes")
+    parser.add_argument("--cached", action="store_true",
+                        help="only the cached re-run figure (no local model needed)")
     args = parser.parse_args()
+    if args.cached:
+        cached_rerun()
+        agent_replay()
+        raise SystemExit
     if args.runtimes:
         runtimes(n=args.n, threads=args.threads or 1)
         raise SystemExit
     concurrency()
+    cached_rerun()
+    agent_replay()
     local(n=args.n, n_stock=args.n_stock, threads=args.threads, repeats=args.repeats)

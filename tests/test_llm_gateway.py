@@ -155,21 +155,22 @@ def test_timeout_is_retried_then_raised_fake_openai_server(server):
         assert gw.journal.records[-1].attempts == 2 and gw.model_calls == 2
 
 
-def test_budget_stops_the_run_and_keeps_what_was_spent_fake_openai_server(server, tmp_path):
-    # gpt-4o-mini: 50 in + 20 out tokens = $0.0000195 a call; the budget covers two calls
-    with _gateway(server, tmp_path, mode="live", budget_usd=0.00005) as gw:
+def test_budget_stops_the_run_and_keeps_what_was_spent_fake_openai_server(tmp_path):
+    # each call reserves its worst case before it is sent; what was answered stays recorded
+    with FakeOpenAIServer(default=Reply(content=GOOD, prompt_tokens=8, completion_tokens=20)) as srv, \
+            _gateway(srv, tmp_path, mode="live", budget_tokens=120, max_tokens=30) as gw:
         answered = 0
-        with pytest.raises(BudgetExceededError, match=r"budget exceeded after call"):
+        with pytest.raises(BudgetExceededError, match="refused call llm-.* before sending"):
             for i in range(10):
                 gw.complete([{"role": "user", "content": f"day {i}"}], schema=TradeDecision)
                 answered += 1
-        assert answered == 2 and len(server.requests) == 3  # the third call went over
-        assert len(gw.journal.records) == 3 and len(gw.cache) == 3
-        with pytest.raises(BudgetExceededError, match="before call"):
+        assert answered == len(srv.requests) == len(gw.journal.records) == len(gw.cache) > 0
+        assert gw.budget.spent_tokens == 28 * answered <= 120
+        with pytest.raises(BudgetExceededError, match="before sending"):
             gw.complete([{"role": "user", "content": "day 99"}])
-        assert len(server.requests) == 3  # refused without asking the server
+        assert len(srv.requests) == answered  # refused without asking the server
         gw.save(tmp_path / "run")
-    assert len(Journal.load(tmp_path / "run" / JOURNAL_FILE)) == 3
+    assert len(Journal.load(tmp_path / "run" / JOURNAL_FILE)) == answered
 
 
 def test_dry_run_estimate_matches_the_price_table(server):
@@ -265,13 +266,17 @@ def test_anonymised_prompt_reaches_server_and_answer_is_restored_fake_openai_ser
     assert result.parsed.rationale == "AAPL up since 2024-03-01"
 
 
-def test_cli_probe_prints_distribution_and_flip_rate_fake_openai_server(server):
+def test_cli_probe_runs_the_bias_audit_and_writes_its_page_fake_openai_server(tmp_path):
     from typer.testing import CliRunner
 
+    from test_llm_probe import _consistent
     from tradesim.cli import app
 
-    server.queue(*(Reply(content=GOOD.replace("buy", a)) for a in ("buy", "sell", "buy", "buy")))
-    out = CliRunner().invoke(app, ["llm", "probe", "AAPL rose 5%", "--provider", "openai",
-                                   "--base-url", server.base_url, "--variants", "4"])
-    assert out.exit_code == 0, out.output
-    assert "buy 75%, sell 25%" in out.output and "flip rate 25%" in out.output
+    with FakeOpenAIServer(default=_consistent) as srv:
+        out = CliRunner().invoke(app, ["llm", "probe", "--items", "3", "--samples", "2",
+                                       "--provider", "openai", "--base-url", srv.base_url,
+                                       "--out", str(tmp_path)])
+        assert out.exit_code == 0, out.output
+        assert len(srv.requests) > 3 * 2
+    assert "mirror" in out.output
+    assert (tmp_path / "probe.html").stat().st_size > 2_000

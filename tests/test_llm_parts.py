@@ -13,7 +13,6 @@ from tradesim.llm.cache import CachedAnswer, LLMCache, cache_key
 from tradesim.llm.gateway import GatewayConfig
 from tradesim.llm.journal import REDACTED, redact
 from tradesim.llm.leakage import Anonymizer, leakage_flags
-from tradesim.llm.probe import ProbeResult, paraphrases
 from tradesim.llm.schema import TradeDecision, parse, response_format
 
 BASE = {"provider": "openai", "model": "gpt-4o-mini",
@@ -141,10 +140,27 @@ def test_config_rejects_unknown_provider():
         GatewayConfig.from_env({"TRADESIM_LLM": "claude"})
 
 
-def test_probe_flip_rates():
-    result = ProbeResult(variants=("a", "b", "c", "d"), actions=("buy", "buy", "sell", "buy"),
-                         abstained=0)
-    assert result.majority == "buy" and result.flip_rate == 0.25
-    assert result.pairwise_flip_rate == pytest.approx(3 / 6)
-    assert result.distribution == {"buy": 0.75, "sell": 0.25, "hold": 0.0}
-    assert len({p[1]["content"] for p in paraphrases("AAPL rose 5%")}) == 6
+def test_anonymizer_covers_company_names_date_formats_years_and_lower_case_tickers():
+    from tradesim.llm.leakage import COMPANY_NAMES, register_company_names
+
+    register_company_names({"ACME": ["Acme Rockets Ltd", "Acme"]})
+    try:
+        anon = Anonymizer(symbols=["AAPL", "ACME"], anchor="2019-03-04")
+        text = ("Apple Inc. and acme: aapl rose on March 3, 2019, 03/03/2019 and 3 Mar 2019 "
+                "after Acme Rockets Ltd lost 2.5% in 2018; all is well")
+        hidden = anon.anonymize(text)
+    finally:
+        COMPANY_NAMES.pop("ACME")
+    assert hidden == ("STOCK_A and STOCK_B: STOCK_A rose on D-1, D-1 and D-1 after STOCK_B "
+                      "lost 2.5% in Y-1; all is well")
+    assert anon.restore(hidden).count("2019-03-03") == 3 and "in 2018" in anon.restore(hidden)
+
+
+def test_one_device_choice_for_torch_and_llama():
+    from tradesim.device import pick_device
+    from tradesim.llm.local import gpu_layers
+
+    assert pick_device("cpu").type == "cpu" and gpu_layers("cpu") == 0
+    assert gpu_layers("auto") == (0 if pick_device("auto").type == "cpu" else -1)
+    with pytest.raises(ConfigError, match="not a torch device"):
+        pick_device("tpu-9000")

@@ -205,9 +205,11 @@ class VectorisedWeights(Protocol):
 
 @runtime_checkable
 class CostEstimator(Protocol):
-    """Optional: what a run would cost before it starts (LLM calls, tokens, dollars)."""
+    """Optional: what a run would cost before it starts (LLM calls, tokens, dollars), with the
+    run's window and data sources so the estimate can warn about knowledge-cutoff leakage."""
 
-    def estimate_run(self, *, n_steps: int, n_symbols: int) -> dict[str, Any]: ...
+    def estimate_run(self, *, n_steps: int, n_symbols: int, start: np.datetime64 | None = None,
+                     end: np.datetime64 | None = None, sources: tuple[str, ...] = ()) -> Any: ...
 
 
 @runtime_checkable

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from pydantic import Field, field_validator
 
 from tradesim.contracts import AgentParams, BaseAgent, Decision, Observation, RunContext
 from tradesim.errors import ConfigError
 from tradesim.llm.budget import CostEstimate, PriceTable, estimate
-from tradesim.llm.gateway import CACHE_FILE, JOURNAL_FILE, Gateway, GatewayConfig, LLMResult
+from tradesim.llm.gateway import CACHE_FILE, Gateway, GatewayConfig, LLMResult
 from tradesim.llm.leakage import Anonymizer, leakage_flags, model_info
 from tradesim.llm.schema import TradeDecision, repair_message
 
@@ -234,7 +233,7 @@ class LLMAnalyst(BaseAgent):
             return None
         close, volume = close[ok], bars.volume[ok]
         news = obs.news([symbol], lookback=self.news_items) if self.news_items else None
-        return _render(symbol=symbol, day=str(np.datetime64(obs.time, "D")),
+        return _render(symbol=symbol, day=str(obs.time.astype("datetime64[D]")),
                        interval=obs.interval, close=close, volume=volume,
                        weight=obs.portfolio.weight(symbol),
                        headlines=[] if news is None else [

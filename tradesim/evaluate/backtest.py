@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
 from tradesim.agents.registry import ResolvedAgent, resolve_agent
 from tradesim.contracts import Agent, CostEstimator
 from tradesim.data.bars import iso_time
@@ -81,7 +80,9 @@ def estimate_backtest(*, config: BacktestConfig, agent: Agent | None = None,
                            "first": iso_time(clock[0]), "last": iso_time(clock[-1]),
                            "config": config.model_dump(mode="json")}
     if isinstance(agent, CostEstimator):
-        out["llm"] = agent.estimate_run(n_steps=len(clock), n_symbols=len(universe))
+        out["llm"] = agent.estimate_run(
+            n_steps=len(clock), n_symbols=len(universe), start=clock[0], end=clock[-1],
+            sources=tuple(sorted({data.full(s).source for s in universe})))
     return out
 
 

@@ -49,16 +49,19 @@ class Journal:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self._scrub = Scrubber(self.secrets)
 
     def add(self, record: CallRecord) -> CallRecord:
-        clean = CallRecord(**redact(asdict(record), secrets=self.secrets))
+        scrub = self._scrub
+        clean = replace(record, messages=scrub(record.messages), response=scrub(record.response),
+                        tag=scrub(record.tag), error=scrub(record.error))
         with self._lock:
             self.records.append(clean)
         return clean
 
     def update(self, call_id: str, **changes: Any) -> None:
         """Amend the latest record of ``call_id`` (validation error, abstention) after the fact."""
-        changes = redact(changes, secrets=self.secrets)
+        changes = self._scrub(changes)
         with self._lock:
             for i in range(len(self.records) - 1, -1, -1):
                 if self.records[i].call_id == call_id:
@@ -84,15 +87,27 @@ def environment_secrets() -> list[str]:
     return [v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 6]
 
 
-def redact(value: Any, *, secrets: list[str] = ()) -> Any:
+class Scrubber:
+    """Replaces known secrets (given ones and secret-named environment variables, read once) and
+    key-shaped strings with [REDACTED] in strings, dicts and lists; one compiled pattern, so it
+    is cheap enough for every call on the cached hot path."""
+
+    def __init__(self, secrets: list[str] | tuple[str, ...] = ()) -> None:
+        known = sorted({s for s in (*secrets, *environment_secrets()) if s}, key=len, reverse=True)
+        self.secrets = tuple(known)
+        alternatives = [re.escape(s) for s in known] + [_KEY_PATTERNS.pattern]
+        self._pattern = re.compile("|".join(alternatives))
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self._pattern.sub(REDACTED, value)
+        if isinstance(value, dict):
+            return {k: self(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self(v) for v in value]
+        return value
+
+
+def redact(value: Any, *, secrets: list[str] | tuple[str, ...] = ()) -> Any:
     """``value`` with every known secret and every key-shaped string replaced by [REDACTED]."""
-    if isinstance(value, str):
-        for secret in sorted({*secrets, *environment_secrets()}, key=len, reverse=True):
-            if secret:
-                value = value.replace(secret, REDACTED)
-        return _KEY_PATTERNS.sub(REDACTED, value)
-    if isinstance(value, dict):
-        return {k: redact(v, secrets=secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v, secrets=secrets) for v in value]
-    return value
+    return Scrubber(secrets)(value)

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from tradesim.device import pick_device
 from tradesim.errors import ConfigError, LLMProviderError
 from tradesim.llm.local import DEFAULT_MODEL_NAME, _common_prefix, resolve_model_path
 from tradesim.llm.providers import ChatAnswer, ChatRequest
@@ -43,19 +44,6 @@ INSTALL = "pip install transformers gguf accelerate"
 CONVERT_DIR = Path(os.environ.get("TRADESIM_HF_CACHE", "~/.cache/tradesim/transformers"))
 _SCHEMA_PROMPT = ("Reply with only one JSON object, no prose and no code fence, that matches "
                   "this JSON schema: {schema}")
-
-
-def pick_device(device: str | None = None) -> Any:
-    """``device`` as a torch.device, or the best available one: cuda > mps > cpu."""
-    import torch
-
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def _require(*, gguf: bool) -> None:
@@ -107,7 +95,7 @@ class TransformersModel:
                               "or a model directory with config.json") from exc
         if converted is not None and gguf_file is not None:
             _save(self.model, self.tokenizer, converted)
-        self.model.to(self.device).eval()
+        self.model.to(self.device).eval()  # type: ignore[arg-type]
         if not self.tokenizer.chat_template:
             raise ConfigError(f"{self.path} has no chat template; use an instruct model")
         eos = self.model.generation_config.eos_token_id
@@ -197,7 +185,7 @@ class TransformersProvider:
                  n_threads: int | None = None, seed: int | None = 0,
                  model: TransformersModel | None = None) -> None:
         self._model = model
-        self._args = {"model_path": model_path, "device": device, "n_threads": n_threads,
+        self._args: dict[str, Any] = {"model_path": model_path, "device": device, "n_threads": n_threads,
                       "seed": seed}
         if model is None:
             _require(gguf=_resolve(model_path)[1] is not None)  # fail at build, not mid-run

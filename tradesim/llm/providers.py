@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from tradesim.errors import LLMProviderError, LLMTimeoutError
 from tradesim.llm.budget import count_tokens
+from tradesim.llm.journal import Scrubber
 from tradesim.llm.schema import response_format
 
 _RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
@@ -63,6 +64,7 @@ class OpenAIProvider:
 
         self.name = name
         self.base_url = base_url
+        self._scrub = Scrubber([api_key])
         self._client = AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
 
     async def complete(self, request: ChatRequest) -> ChatAnswer:
@@ -74,11 +76,16 @@ class OpenAIProvider:
             kwargs["seed"] = request.seed
         if request.schema is not None:
             kwargs["response_format"] = response_format(request.schema)
+        failure: LLMProviderError | None = None
         try:
             resp = await self._client.chat.completions.create(
-                model=request.model, messages=request.messages, timeout=request.timeout_s, **kwargs)
+                model=request.model, messages=request.messages,  # type: ignore[arg-type]
+                timeout=request.timeout_s, **kwargs)
         except openai.OpenAIError as exc:
-            raise provider_error(exc, provider=self.name, model=request.model) from exc
+            failure = provider_error(exc, provider=self.name, model=request.model,
+                                     scrub=self._scrub)
+        if failure is not None:  # raised outside the except: the client's error (whose text
+            raise failure        # may quote the key) does not travel as its context
         choice = resp.choices[0]
         content = choice.message.content or ""
         usage = resp.usage
@@ -95,6 +102,7 @@ class LangChainProvider:
     def __init__(self, *, chat_model: Any, name: str = "langchain") -> None:
         self.name = name
         self._model = chat_model
+        self._scrub = Scrubber([k for k in (_secret_of(chat_model),) if k])
 
     @classmethod
     def openai(cls, *, api_key: str, base_url: str | None = None, model: str,
@@ -112,10 +120,14 @@ class LangChainProvider:
             bind["seed"] = request.seed
         if request.schema is not None and hasattr(self._model, "openai_api_base"):
             bind["response_format"] = response_format(request.schema)
+        failure: LLMProviderError | None = None
         try:
             msg = await self._model.bind(**bind).ainvoke(request.messages)
         except Exception as exc:  # langchain surfaces the underlying client's errors
-            raise provider_error(exc, provider=self.name, model=request.model) from exc
+            failure = provider_error(exc, provider=self.name, model=request.model,
+                                     scrub=self._scrub)
+        if failure is not None:
+            raise failure
         content = msg.content if isinstance(msg.content, str) else str(msg.content)
         usage = getattr(msg, "usage_metadata", None) or {}
         meta = getattr(msg, "response_metadata", None) or {}
@@ -126,29 +138,44 @@ class LangChainProvider:
             finish_reason=str(meta.get("finish_reason") or "stop"))
 
 
-def provider_error(exc: BaseException, *, provider: str, model: str) -> LLMProviderError:
-    """Classify a client exception into a retryable or final LLMProviderError."""
+def provider_error(exc: BaseException, *, provider: str, model: str,
+                   scrub: Scrubber | None = None) -> LLMProviderError:
+    """Classify a client exception into a retryable or final LLMProviderError.
+
+    The server's error body is quoted only after ``scrub`` (the provider's key and every
+    key-shaped string) has run over it: servers echo keys back in 401 bodies.
+    """
     import openai
 
+    scrub = scrub or Scrubber()
     where = f"{provider} model {model!r}"
     if isinstance(exc, (openai.APITimeoutError, TimeoutError)):
         return LLMTimeoutError(f"{where}: request timed out", retryable=True)
     if isinstance(exc, (openai.APIConnectionError, ConnectionError)):
-        return LLMProviderError(f"{where}: connection failed ({exc}); is the server up?",
-                                retryable=True)
+        return LLMProviderError(f"{where}: connection failed ({_short(exc, scrub)}); is the "
+                                "server up?", retryable=True)
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):
         retryable = status in _RETRYABLE_STATUS or status >= 500
         hint = _HINTS.get(status, "retry later" if retryable else "fix the request")
-        return LLMProviderError(f"{where}: HTTP {status} ({_short(exc)}); {hint}",
+        return LLMProviderError(f"{where}: HTTP {status} ({_short(exc, scrub)}); {hint}",
                                 status=status, retryable=retryable)
     if isinstance(exc, LLMProviderError):
+        exc.args = (scrub(str(exc)),)
         return exc
-    return LLMProviderError(f"{where}: {type(exc).__name__}: {_short(exc)}", retryable=False)
+    return LLMProviderError(f"{where}: {type(exc).__name__}: {_short(exc, scrub)}",
+                            retryable=False)
 
 
-def _short(exc: BaseException) -> str:
-    return str(exc).replace("\n", " ")[:300]
+def _short(exc: BaseException, scrub: Scrubber) -> str:
+    return scrub(str(exc).replace("\n", " "))[:300]
+
+
+def _secret_of(chat_model: Any) -> str | None:
+    """The API key a langchain chat model holds (a pydantic SecretStr), if any."""
+    key = getattr(chat_model, "openai_api_key", None) or getattr(chat_model, "api_key", None)
+    getter = getattr(key, "get_secret_value", None)
+    return getter() if callable(getter) else (key if isinstance(key, str) else None)
 
 
 def _estimate_prompt(request: ChatRequest) -> int:

@@ -32,8 +32,9 @@ class FakeOpenAIServer:
     """Serves queued :class:`Reply` objects in order, then ``default`` for every later request."""
 
     def __init__(self, *, default: Callable[[dict[str, Any]], Reply] | Reply | None = None,
-                 latency_s: float = 0.0) -> None:
+                 latency_s: float = 0.0, echo_key: bool = False) -> None:
         self.default = default or Reply(content="{}")
+        self.echo_key = echo_key  # error bodies quote the request's Authorization header back
         self.latency_s = latency_s
         self.requests: list[dict[str, Any]] = []  # each: {"body": ..., "headers": lower-cased}
         self.max_in_flight = 0  # most requests served at once (checks client-side concurrency)
@@ -61,7 +62,8 @@ class FakeOpenAIServer:
         self._server.server_close()
 
     def __enter__(self) -> Self:
-        return self.start()
+        self.start()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -83,7 +85,8 @@ class FakeOpenAIServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                reply = server._next(body, {k.lower(): v for k, v in self.headers.items()})
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                reply = server._next(body, headers)
                 with server._lock:
                     server._in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server._in_flight)
@@ -91,8 +94,12 @@ class FakeOpenAIServer:
                 with server._lock:
                     server._in_flight -= 1
                 if reply.status != 200:
-                    payload = {"error": {"message": reply.content or f"scripted HTTP {reply.status}",
-                                         "type": "scripted", "code": str(reply.status)}}
+                    message = reply.content or f"scripted HTTP {reply.status}"
+                    if server.echo_key:  # as some servers do: "invalid key Bearer sk-..."
+                        auth = headers.get("authorization", "")
+                        message += f" (you sent {auth}; key {auth.removeprefix('Bearer ')})"
+                    payload = {"error": {"message": message, "type": "scripted",
+                                         "code": str(reply.status)}}
                 else:
                     payload = _completion(body, reply)
                 data = json.dumps(payload).encode()
