@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -245,3 +246,40 @@ def test_fast_run_record_saves_and_loads_back_exactly(daily: MarketData, tmp_pat
     for name in ("equity", "weights", "orders", "fills", "trades", "decisions", "events"):
         pd.testing.assert_frame_equal(getattr(back, name), getattr(fast, name))
     assert pd.Series(back.metrics).sort_index().equals(pd.Series(fast.metrics).sort_index())
+
+
+@pytest.mark.parametrize("fill", ["next_open", "close"])
+@pytest.mark.parametrize("lot, fractional", [(1.0, False), (10.0, False), (1.0, True)])
+def test_cash_at_fill_and_capped_lots_match_the_event_loop(fill, lot, fractional) -> None:
+    rng = np.random.default_rng(5)
+    n, syms = 150, ["GA", "GB", "GC"]
+    frames = {}
+    for k, s in enumerate(syms):
+        close = 50 * (k + 1) * np.cumprod(1 + rng.normal(0, 0.02, n))
+        open_ = np.r_[close[0], close[:-1]] * (1 + rng.uniform(-0.1, 0.1, n))
+        volume = np.where(rng.random(n) < 0.2, 4321.0, 1e7)
+        frames[s] = Bars.from_arrays(
+            symbol=s, interval="1d", adjusted=True, source="test",
+            time=pd.date_range("2020-01-01", periods=n, freq="D", tz="UTC"), open=open_,
+            high=np.maximum(open_, close) * 1.01, low=np.minimum(open_, close) * 0.99,
+            close=close, volume=volume)
+    data = MarketData(frames)
+    w = rng.dirichlet(np.ones(3), size=n) * rng.choice([1.0, 1.5], size=(n, 1))
+    w[rng.random(n) < 0.3] = np.nan  # holds: waiting orders and old positions
+    config = BacktestConfig.build(symbols=syms, costs="retail", allow_short=True,
+                                  max_leverage=1.5, fill=fill, lot_size=lot,
+                                  fractional=fractional, benchmark=None)
+    loop = run_backtest(config=config, agent=_Rows(w, syms), data=data)
+    fast = run_fast(data=data, weights=w, config=config)
+    _assert_same(loop, fast)
+    shrunk = loop.events[loop.events["kind"] == "order_shrunk"]
+    assert len(shrunk) > 3
+    theirs = fast.events.loc[fast.events["kind"] == "order_shrunk", "detail"].tolist()
+    assert len(theirs) == len(shrunk)
+    for a, b in zip(shrunk["detail"].map(json.loads), map(json.loads, theirs)):
+        assert a["symbol"] == b["symbol"]
+        assert a["filled"] == pytest.approx(b["filled"], rel=1e-12)
+        assert a["requested"] == pytest.approx(b["requested"], rel=1e-12)
+    if not fractional:
+        assert (np.abs(loop.fills["quantity"] / lot - np.round(loop.fills["quantity"] / lot))
+                < 1e-9).all()

@@ -182,3 +182,23 @@ def test_env_matches_engine_on_real_spy_and_qqq(shared_data):
     rng = np.random.default_rng(7)
     weights = rng.uniform(-1.0, 1.0, size=(len(bars["SPY"]), 2))
     _assert_parity(market, weights, costs="default", allow_short=True, max_leverage=2.0)
+
+
+@pytest.mark.parametrize("max_leverage", [1.0, 2.0])
+def test_env_matches_engine_when_gaps_shrink_fills_and_the_cap_rounds_to_lots(max_leverage):
+    rng = np.random.default_rng(11)
+    n = 120
+    gaps = [1 + rng.uniform(-0.08, 0.08, n) for _ in range(2)]
+    closes = [100 * np.cumprod(g) * np.exp(rng.normal(0, 0.005, n)) for g in gaps]
+    volume = np.full(n, 1e7)
+    volume[rng.random(n) < 0.2] = 3333.0  # capped fills: 333.3 shares -> 333
+    market = MarketData({s: _bars(s, c, volume=volume, gap=g)
+                         for s, c, g in zip(("UP", "DN"), closes, gaps)})
+    weights = np.where(rng.random((n, 2)) < 0.5, 1.0, -1.0) * (max_leverage / 2)
+    weights[::7] = 0.0  # flat now and then: every re-entry is sized at the close
+    cfg = BacktestConfig.build(symbols=market.symbols, costs="default", allow_short=True,
+                               max_leverage=max_leverage)
+    run = run_backtest(config=cfg, agent=_Scripted(weights, market.symbols), data=market)
+    assert (run.events["kind"] == "order_shrunk").sum() > 5  # the rule is exercised
+    assert (run.fills["quantity"] % 1 == 0).all()
+    _assert_parity(market, weights, costs="default", allow_short=True, max_leverage=max_leverage)

@@ -26,7 +26,7 @@ from tradesim.engine.broker import (
     exit_price,
     target_qty,
 )
-from tradesim.engine.costs import CostModel, borrow_fee_on
+from tradesim.engine.costs import CostModel, affordable_qty, borrow_fee_on, lots_down
 from tradesim.engine.ledger import Ledger
 from tradesim.errors import ConfigError
 
@@ -55,7 +55,8 @@ class Account:
         self.allow_short, self.max_leverage = bool(allow_short), float(max_leverage)
         self.maintenance_margin = float(maintenance_margin)
         self.ledger = Ledger(symbols=self.symbols, initial_cash=initial_cash)
-        self.broker = Broker(symbols=self.symbols, costs=costs)
+        self.broker = Broker(symbols=self.symbols, costs=costs, lot_size=self.lot_size,
+                             fractional=self.fractional)
         n = len(self.symbols)
         self.stop_loss: list[float] = [math.nan] * n
         self.take_profit: list[float] = [math.nan] * n
@@ -70,6 +71,7 @@ class Account:
         self._liquidated = False
         self._bar: tuple[Any, ...] = ()  # (step, time, open, high, low, close, volume) of this bar
         self._last_time: np.datetime64 | None = None
+        self._ref: Sequence[float] = ()  # prices orders fill at in this phase (open or close)
 
     # --- one step ---------------------------------------------------------------------------
 
@@ -113,10 +115,14 @@ class Account:
             self._margin_call(phase="open", prices=open)
         self._used = {}  # shares traded per column in this bar (for the cap)
         if self.broker.open_orders:
+            self._ref = open
             for order, fill in self.broker.execute(step=step, time=time, ref=open, high=high,
                                                    low=low, volume=volume,
-                                                   kinds=self._open_kinds, used=self._used):
+                                                   kinds=self._open_kinds, used=self._used,
+                                                   held=shares, afford=self._afford):
                 self._book(step, fill, order)
+        if self._armed:
+            self._disarm_flat()
         if self._armed and any(shares):
             self._exits(step, time, open, high, low, volume)
         L.mark(close)
@@ -153,19 +159,18 @@ class Account:
             if abs(delta) > 1e-12:
                 orders.append(broker.create(time=time, col=j, quantity=delta))
         if stop_loss is not None or take_profit is not None:
-            for levels, new in ((self.stop_loss, stop_loss), (self.take_profit, take_profit)):
-                if new is not None:
-                    for j, x in enumerate(new):
-                        if not math.isnan(x):
-                            levels[j] = float(x)
-            self._count_armed()
+            self._set_exits(step, time, stop_loss, take_profit)
         self._step_orders.extend(orders)
         if self.fill == "close" and orders:
             _, _, _, high, low, close, volume = self._bar
+            self._ref = close
             for order, fill in broker.execute(step=step, time=time, ref=close, high=high,
                                               low=low, volume=volume, kinds=(MARKET,),
-                                              used=self._used):
+                                              used=self._used, held=L.shares,
+                                              afford=self._afford):
                 self._book(step, fill, order)
+            if self._armed:
+                self._disarm_flat()
         return orders
 
     def submit(self, *, symbol: str, quantity: float, kind: str = MARKET,
@@ -201,6 +206,64 @@ class Account:
             self.stop_loss[col] = self.take_profit[col] = math.nan
             self._count_armed()
 
+    def _set_exits(self, step: int, time: np.datetime64, stop_loss: Sequence[float] | None,
+                   take_profit: Sequence[float] | None) -> None:
+        """Arm exit levels; a symbol with no position and no order toward one gets none.
+
+        Exits belong to a position: a level set while flat would fire on a position opened
+        much later, so it is ignored and an ``exit_ignored`` event says so.
+        """
+        shares = self.ledger.shares
+        pending = {o.col for o in self.broker.open_orders}
+        for what, levels, new in (("stop_loss", self.stop_loss, stop_loss),
+                                  ("take_profit", self.take_profit, take_profit)):
+            if new is None:
+                continue
+            for j, x in enumerate(new):
+                if math.isnan(x):
+                    continue
+                if shares[j] == 0.0 and j not in pending:
+                    self._event(step, time, "exit_ignored", symbol=self.symbols[j], level=x,
+                                exit=what, why="no position and no order toward one")
+                    continue
+                levels[j] = float(x)
+        self._count_armed()
+
+    def _disarm_flat(self) -> None:
+        """Clear exit levels of flat symbols whose order toward a position is gone."""
+        shares = self.ledger.shares
+        pending = {o.col for o in self.broker.open_orders}
+        for j in range(len(shares)):
+            if shares[j] == 0.0 and j not in pending and not (
+                    math.isnan(self.stop_loss[j]) and math.isnan(self.take_profit[j])):
+                self.stop_loss[j] = self.take_profit[j] = math.nan
+        self._count_armed()
+
+    def _afford(self, col: int, qty: float, price: float, volume: float) -> float:
+        """What of a fill of ``qty`` at ``price`` the account can pay for (see affordable_qty).
+
+        The book is valued at this phase's fill prices (the last mark where a symbol has no
+        bar); a shrunk fill is recorded as an ``order_shrunk`` event.
+        """
+        L = self.ledger
+        equity = L.cash
+        gross_rest = 0.0
+        for j, (q, m, x) in enumerate(zip(L.shares, L.prices, self._ref)):
+            if q:
+                v = q * (price if j == col else (m if math.isnan(x) else x))
+                equity += v
+                if j != col:
+                    gross_rest += abs(v)
+        allowed = affordable_qty(qty, L.shares[col], price, volume, equity=equity,
+                                 gross_rest=gross_rest, max_leverage=self.max_leverage,
+                                 model=self.costs, lot_size=self.lot_size,
+                                 fractional=self.fractional)
+        if allowed != qty:
+            step, time = self._bar[0], self._bar[1]
+            self._event(step, time, "order_shrunk", symbol=self.symbols[col], requested=qty,
+                        filled=allowed, price=price, max_leverage=self.max_leverage)
+        return allowed
+
     def _count_armed(self) -> None:
         self._armed = sum(1 for a, b in zip(self.stop_loss, self.take_profit)
                           if not (math.isnan(a) and math.isnan(b)))
@@ -219,7 +282,8 @@ class Account:
                 if cap is not None:  # exits share the bar's cap: a locked bar does not fill
                     vol = 0.0 if math.isnan(volume[j]) else volume[j]
                     room = max(cap * vol - self._used.get(j, 0.0), 0.0)
-                    qty = math.copysign(min(abs(q), room), -q)
+                    if abs(q) > room:
+                        qty = lots_down(math.copysign(room, -q), self.lot_size, self.fractional)
                     self._used[j] = self._used.get(j, 0.0) + abs(qty)
                 if qty == 0.0:
                     continue  # still armed: it triggers again on the next bar with volume

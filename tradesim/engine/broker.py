@@ -13,13 +13,13 @@ without NumPy's per-call overhead on one symbol at a time.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from tradesim.contracts import Fill
-from tradesim.engine.costs import CostModel, fill_costs
+from tradesim.engine.costs import CostModel, fill_costs, lots_down
 from tradesim.errors import ConfigError, LedgerInvariantError
 
 MARKET, LIMIT, STOP = "market", "limit", "stop"
@@ -152,12 +152,19 @@ def check_in_bar(price: float, high: float, low: float, *, symbol: str, time: ob
             orders=[order] if order is not None else None)
 
 
+def _reduces(qty: float, held: float) -> bool:
+    """Whether an order of ``qty`` only reduces a position of ``held`` (it frees cash)."""
+    return held != 0.0 and (held > 0) != (qty > 0) and abs(qty) <= abs(held)
+
+
 class Broker:
     """Holds open orders of one account and turns them into fills bar by bar."""
 
-    def __init__(self, *, symbols: tuple[str, ...], costs: CostModel) -> None:
+    def __init__(self, *, symbols: tuple[str, ...], costs: CostModel, lot_size: float = 1.0,
+                 fractional: bool = False) -> None:
         self.symbols = symbols
         self.costs = costs
+        self.lot_size, self.fractional = float(lot_size), bool(fractional)
         self.open_orders: list[Order] = []
         self.closed: list[Order] = []  # filled, partial or cancelled, not yet taken by the session
         self._next_id = 1
@@ -192,17 +199,25 @@ class Broker:
     def execute(self, *, step: int, time: np.datetime64, ref: Sequence[float],
                 high: Sequence[float], low: Sequence[float], volume: Sequence[float],
                 kinds: tuple[str, ...] = (MARKET, LIMIT, STOP),
-                used: dict[int, float] | None = None) -> list[tuple[Order, Fill]]:
+                used: dict[int, float] | None = None, held: Sequence[float] | None = None,
+                afford: Callable[[int, float, float, float], float] | None = None
+                ) -> Iterator[tuple[Order, Fill]]:
         """Fill open orders in this bar: market orders at ``ref`` (the open, or the close in
-        close-fill mode), limit/stop orders by their trigger rules; returns (order, fill) pairs.
+        close-fill mode), limit/stop orders by their trigger rules; yields (order, fill) pairs.
 
-        The participation cap shrinks a fill and cancels the rest of the order; ``used`` (shares
-        traded per column in this bar so far) lets every fill of one bar share one cap.
+        The participation cap shrinks a fill to whole lots and cancels the rest of the order;
+        ``used`` (shares traded per column in this bar so far) lets every fill of one bar share
+        one cap. With ``held`` (positions) orders that only reduce a position go first, so a
+        rotation frees cash before it spends it; ``afford(col, qty, price, volume)`` then shrinks
+        what the account cannot pay for at the fill price (the caller books each fill before the
+        next is sized, so consume the pairs one by one).
         """
-        out: list[tuple[Order, Fill]] = []
         cap = self.costs.participation_cap
         used = {} if used is None else used
-        for order in list(self.open_orders):
+        orders = list(self.open_orders)
+        if held is not None:
+            orders.sort(key=lambda o: not _reduces(o.quantity - o.filled, held[o.col]))
+        for order in orders:
             j = order.col
             px_ref = ref[j]
             if math.isnan(px_ref) or order.kind not in kinds:
@@ -216,7 +231,12 @@ class Broker:
             vol = float(volume[j])
             if cap is not None:
                 room = max(cap * (0.0 if math.isnan(vol) else vol) - used.get(j, 0.0), 0.0)
-                qty = math.copysign(min(abs(remaining), room), remaining)
+                if abs(remaining) > room:
+                    qty = lots_down(math.copysign(room, remaining), self.lot_size,
+                                    self.fractional)
+            if afford is not None and qty != 0.0:
+                qty = afford(j, qty, price, vol)
+            if cap is not None:
                 used[j] = used.get(j, 0.0) + abs(qty)
             self.open_orders.remove(order)
             self.closed.append(order)
@@ -227,11 +247,10 @@ class Broker:
             order.filled += qty
             order.fill_time = time
             order.status = "filled" if qty == remaining else "partial"
-            out.append((order, self.make_fill(time=time, col=j, quantity=qty, price=price,
-                                              volume=vol, reason=order.kind
-                                              if order.reason == "rebalance" and order.kind != MARKET
-                                              else order.reason)))
-        return out
+            yield order, self.make_fill(time=time, col=j, quantity=qty, price=price, volume=vol,
+                                        reason=order.kind
+                                        if order.reason == "rebalance" and order.kind != MARKET
+                                        else order.reason)
 
     def make_fill(self, *, time: np.datetime64, col: int, quantity: float, price: float,
                   volume: float, reason: str) -> Fill:

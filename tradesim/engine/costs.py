@@ -137,6 +137,45 @@ def cap_quantity(qty: np.ndarray, volume: np.ndarray, cap: float | None) -> np.n
     return np.sign(q) * np.minimum(np.abs(q), np.maximum(limit, 0.0))
 
 
+def lots_down(qty: float, lot_size: float, fractional: bool) -> float:
+    """``qty`` rounded toward zero to whole lots (unchanged when fractional)."""
+    if fractional or qty == 0.0:
+        return qty
+    return math.copysign(math.floor(abs(qty) / lot_size) * lot_size, qty)
+
+
+def affordable_qty(qty: float, held: float, price: float, volume: float, *, equity: float,
+                   gross_rest: float, max_leverage: float, model: CostModel, lot_size: float,
+                   fractional: bool) -> float:
+    """The part of a fill of ``qty`` at ``price`` the account can pay for at fill time.
+
+    The book after the fill (valued at fill-time prices: ``equity`` and ``gross_rest``, the gross
+    exposure of the other symbols) must keep gross <= ``max_leverage`` x equity net of the fill's
+    costs; with ``max_leverage = 1`` and no shorts that is "cash never goes negative". The part
+    that reduces ``held`` always fills; the opening part shrinks to whole lots. Costs use the
+    impact rate of the requested size, an upper bound for any smaller fill, so the answer is
+    closed-form and safe. The event loop, the fast path kernel and the torch env share this rule.
+    """
+    size = abs(qty)
+    if held != 0.0 and (held > 0) != (qty > 0):
+        reduce, base = min(size, abs(held)), 0.0
+    else:
+        reduce, base = 0.0, abs(held)
+    opening = size - reduce
+    if opening <= 0.0:
+        return qty
+    rate = (model.commission_bps + model.half_spread_bps + model.slippage_bps) * 1e-4
+    if model.impact_coef:
+        part = size / volume if volume > 0 else 1.0
+        rate += model.impact_coef * math.sqrt(min(part, 1.0))
+    room = (max_leverage * (equity - model.commission_fixed - reduce * price * rate)
+            - gross_rest - base * price)
+    most = room / (price * (1.0 + max_leverage * rate))
+    if most >= opening:
+        return qty
+    return math.copysign(reduce + lots_down(max(most, 0.0), lot_size, fractional), qty)
+
+
 def borrow_fee(positions: np.ndarray, marks: np.ndarray, bps_annual: float, elapsed_ns: float) -> float:
     """Fee for holding the short side of ``positions`` over ``elapsed_ns`` (calendar time)."""
     if not bps_annual or elapsed_ns <= 0:

@@ -5,7 +5,9 @@ weights at every bar end can be computed at once (``agent.target_weights(data)``
 then replays exactly what the event loop (:mod:`tradesim.engine.session`) does with market orders:
 shares sized at decision time from the last close and truncated to whole lots (or fractional),
 fills at the next bar's open (or this bar's close with ``fill="close"``), the same commission,
-half-spread, slippage/impact, participation cap (excess cancelled), short borrow fee, decision
+half-spread, slippage/impact, participation cap (whole lots, excess cancelled), reductions
+filled first and the rest shrunk to the cash and leverage available at the fill price
+(``order_shrunk`` events), short borrow fee, decision
 checks (shorting, leverage, no price yet), margin liquidation and ruin. NaN weights hold.
 
 The kernel is compiled with numba when it is installed (cached on disk, so a fresh process pays
@@ -40,7 +42,7 @@ _OK, _NEG, _NO_PRICE, _NONFINITE, _GROSS, _LEVERAGE = 0, 1, 2, 3, 4, 5
 # order status codes
 _OPEN, _FILLED, _PARTIAL, _CANCELLED = 0, 1, 2, 3
 _STATUS = ("open", "filled", "partial", "cancelled")
-_LIQUIDATION, _RUIN = 1, 2
+_LIQUIDATION, _RUIN, _SHRUNK = 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,8 @@ class SimResult:
     errors: np.ndarray
     fills: dict[str, np.ndarray]  # step, order (index, -1 = liquidation), col, qty, price, costs
     orders: dict[str, np.ndarray]  # step, col, qty, filled, status, fill_step
-    events: dict[str, np.ndarray]  # step, kind, phase (0 open, 1 close), equity, gross
+    events: dict[str, np.ndarray]  # step, kind, phase (0 open, 1 close), col, equity, gross
+    # (an order_shrunk event keeps the quantity asked for in equity, the filled one in gross)
 
     @property
     def final_equity(self) -> float:
@@ -126,29 +129,89 @@ def _book(k, i, j, q, px, vol, oid, reason, pos, state, cp, f_i, f_f):
 
 
 @_njit(cache=True)
-def _execute(i, ref, vol, pos, pending, state, cp, o_i, o_f, f_i, f_f, nf):
-    """Fill every pending market order at ``ref`` (NaN: it waits), capped by volume."""
+def _lots_down(q, lot, fractional):
+    """``q`` toward zero to whole lots (costs.lots_down)."""
+    if fractional or q == 0.0:
+        return q
+    return math.copysign(math.floor(abs(q) / lot) * lot, q)
+
+
+@_njit(cache=True)
+def _afford(j, q, px, vol, ref, pos, marks, state, cp, acct):
+    """costs.affordable_qty for column ``j`` with the book valued at ``ref`` (marks where NaN)."""
+    equity = state[0]
+    gross_rest = 0.0
+    for m in range(pos.shape[0]):
+        if pos[m] != 0.0:
+            x = px if m == j else (marks[m] if ref[m] != ref[m] else ref[m])
+            equity += pos[m] * x
+            if m != j:
+                gross_rest += abs(pos[m] * x)
+    size = abs(q)
+    held = pos[j]
+    if held != 0.0 and (held > 0) != (q > 0):
+        reduce = min(size, abs(held))
+        base = 0.0
+    else:
+        reduce = 0.0
+        base = abs(held)
+    opening = size - reduce
+    if opening <= 0.0:
+        return q
+    rate = (cp[1] + cp[2] + cp[3]) * 1e-4
+    if cp[4] != 0.0:
+        part = size / vol if vol > 0 else 1.0
+        rate += cp[4] * math.sqrt(min(part, 1.0))
+    lev = acct[3]
+    room = lev * (equity - cp[0] - reduce * px * rate) - gross_rest - base * px
+    most = room / (px * (1.0 + lev * rate))
+    if most >= opening:
+        return q
+    return math.copysign(reduce + _lots_down(max(most, 0.0), acct[1], acct[2] != 0.0), q)
+
+
+@_njit(cache=True)
+def _execute(i, ref, vol, pos, marks, pending, state, cp, acct, o_i, o_f, f_i, f_f, nf,
+             e_i, e_f, ne):
+    """Fill every pending market order at ``ref`` (NaN: it waits), capped by volume and cash.
+
+    Orders that only reduce a position go first (they free cash); then the rest, each sized
+    down to what the account can pay for at the fill price (an ``order_shrunk`` event).
+    """
     cap = cp[5]
-    for j in range(pos.shape[0]):
-        k = pending[j]
-        if k < 0 or ref[j] != ref[j]:
-            continue
-        remaining = o_f[k, 0] - o_f[k, 1]
-        qty = remaining
-        if cap == cap:
-            v = vol[j] if vol[j] == vol[j] else 0.0
-            room = max(cap * v, 0.0)
-            qty = math.copysign(min(abs(remaining), room), remaining)
-        pending[j] = -1
-        if qty == 0.0:
-            o_i[k, 2] = 3  # cancelled
-            continue
-        o_f[k, 1] += qty
-        o_i[k, 2] = 1 if qty == remaining else 2
-        o_i[k, 3] = i
-        _book(nf, i, j, qty, ref[j], vol[j], k, 0, pos, state, cp, f_i, f_f)
-        nf += 1
-    return nf
+    for phase in range(2):
+        for j in range(pos.shape[0]):
+            k = pending[j]
+            if k < 0 or ref[j] != ref[j]:
+                continue
+            remaining = o_f[k, 0] - o_f[k, 1]
+            reduces = pos[j] != 0.0 and (pos[j] > 0) != (remaining > 0) and (
+                abs(remaining) <= abs(pos[j]))
+            if reduces != (phase == 0):
+                continue
+            qty = remaining
+            if cap == cap:
+                v = vol[j] if vol[j] == vol[j] else 0.0
+                room = max(cap * v, 0.0)
+                if abs(remaining) > room:
+                    qty = _lots_down(math.copysign(room, remaining), acct[1], acct[2] != 0.0)
+            if qty != 0.0:
+                asked = qty
+                qty = _afford(j, qty, ref[j], vol[j], ref, pos, marks, state, cp, acct)
+                if qty != asked:
+                    e_i[ne, 0], e_i[ne, 1], e_i[ne, 2], e_i[ne, 3] = i, 3, 0, j
+                    e_f[ne, 0], e_f[ne, 1], e_f[ne, 2] = asked, qty, ref[j]
+                    ne += 1
+            pending[j] = -1
+            if qty == 0.0:
+                o_i[k, 2] = 3  # cancelled
+                continue
+            o_f[k, 1] += qty
+            o_i[k, 2] = 1 if qty == remaining else 2
+            o_i[k, 3] = i
+            _book(nf, i, j, qty, ref[j], vol[j], k, 0, pos, state, cp, f_i, f_f)
+            nf += 1
+    return nf, ne
 
 
 @_njit(cache=True, inline="always")
@@ -196,7 +259,7 @@ def _margin(i, phase, prices, vol, pos, marks, pending, state, cp, mm, o_i, f_i,
 
 
 @_njit(cache=True)
-def _kernel(o, c, v, w, elapsed, err_in, cp, acct, hold_on_error,
+def _kernel(o, c, v, w, elapsed, err_in, cp, acct, hold_on_error,  # noqa: C901 - one numba loop
             eq_out, cash_out, gross_out, net_out, costs_out, pre_out, pos_out, marks_out,
             err_out, o_i, o_f, f_i, f_f, e_i, e_f):
     """One run over T bars; returns (status, fail step, steps, fills, orders, events)."""
@@ -238,7 +301,8 @@ def _kernel(o, c, v, w, elapsed, err_in, cp, acct, hold_on_error,
             if pending[j] >= 0:
                 waiting = True
         if waiting and not close_fill:
-            nf = _execute(i, o[i], v[i], pos, pending, state, cp, o_i, o_f, f_i, f_f, nf)
+            nf, ne = _execute(i, o[i], v[i], pos, marks, pending, state, cp, acct, o_i, o_f,
+                              f_i, f_f, nf, e_i, e_f, ne)
         for j in range(n):
             if c[i, j] == c[i, j]:
                 marks[j] = c[i, j]
@@ -316,7 +380,8 @@ def _kernel(o, c, v, w, elapsed, err_in, cp, acct, hold_on_error,
                     no += 1
                     created = True
             if close_fill and created:
-                nf = _execute(i, c[i], v[i], pos, pending, state, cp, o_i, o_f, f_i, f_f, nf)
+                nf, ne = _execute(i, c[i], v[i], pos, marks, pending, state, cp, acct, o_i,
+                                  o_f, f_i, f_f, nf, e_i, e_f, ne)
         equity = state[0]
         gross = 0.0
         net = 0.0
@@ -403,7 +468,8 @@ def _simulate_one(o: np.ndarray, c: np.ndarray, v: np.ndarray, w: np.ndarray, p:
     err_out = np.zeros(t_len, dtype=np.int64)
     o_i, o_f = np.zeros((n_orders + 1, 4), np.int64), np.zeros((n_orders + 1, 2))
     f_i, f_f = np.zeros((cap_fills, 4), np.int64), np.zeros((cap_fills, 5))
-    e_i, e_f = np.zeros((cap_fills + 1, 3), np.int64), np.zeros((cap_fills + 1, 2))
+    n_events = cap_fills + n_orders + 1  # liquidations, shrunk orders, ruin
+    e_i, e_f = np.zeros((n_events, 4), np.int64), np.zeros((n_events, 3))
     status, fail, steps, nf, no, ne = _kernel(
         o, c, v, w, elapsed, err_in, cp, acct, hold_on_error, per_step["equity"],
         per_step["cash"], per_step["gross"], per_step["net"], per_step["costs"], per_step["pre"],
@@ -414,7 +480,8 @@ def _simulate_one(o: np.ndarray, c: np.ndarray, v: np.ndarray, w: np.ndarray, p:
     orders = {"step": o_i[:no, 0], "col": o_i[:no, 1], "status": o_i[:no, 2],
               "fill_step": o_i[:no, 3], "quantity": o_f[:no, 0], "filled": o_f[:no, 1]}
     events = {"step": e_i[:ne, 0], "kind": e_i[:ne, 1], "phase": e_i[:ne, 2],
-              "equity": e_f[:ne, 0], "gross": e_f[:ne, 1]}
+              "col": e_i[:ne, 3], "equity": e_f[:ne, 0], "gross": e_f[:ne, 1],
+              "filled": e_f[:ne, 1], "price": e_f[:ne, 2]}
     return SimResult(steps=int(steps), status=int(status), fail_step=int(fail),
                      equity=per_step["equity"], cash=per_step["cash"], gross=per_step["gross"],
                      net=per_step["net"], costs=per_step["costs"], equity_pre=per_step["pre"],
@@ -490,7 +557,7 @@ def _decision_message(code: int, row: np.ndarray, universe: tuple[str, ...], sim
                       step: int, max_leverage: float) -> str:
     """Why a weights row was rejected, in the event loop's words."""
     given = ~np.isnan(row)
-    names = lambda mask: ", ".join(s for s, m in zip(universe, mask) if m)  # noqa: E731
+    names = lambda mask: ", ".join(s for s, m in zip(universe, mask) if m)
     if code == _NONFINITE:
         bad = given & ~np.isfinite(np.where(given, row, 0.0))
         return f"weight for {names(bad)} is not finite; it must be a finite number"
@@ -592,6 +659,11 @@ def _result(sim: SimResult, w: np.ndarray, universe: tuple[str, ...], clock: np.
                       phase="close" if e["phase"][k] else "open", equity=float(e["equity"][k]),
                       gross_exposure=float(e["gross"][k]),
                       maintenance_margin=float(config.maintenance_margin))
+        elif e["kind"][k] == _SHRUNK:  # equity column holds the quantity asked for
+            rec.event(step=at, time=clock[at], kind="order_shrunk",
+                      symbol=universe[int(e["col"][k])], requested=float(e["equity"][k]),
+                      filled=float(e["filled"][k]), price=float(e["price"][k]),
+                      max_leverage=float(config.max_leverage))
         else:
             rec.event(step=at, time=clock[at], kind="ruin", equity=float(e["equity"][k]))
     meta["seconds"] = round(_time.perf_counter() - started, 6)

@@ -79,6 +79,16 @@ class Session:
             if self._started:
                 self.agent.stop(error=error)
 
+    def checkpoint(self) -> dict:
+        """The loop's own state between ticks (besides account and agent): for a live restart."""
+        return {"seen": list(self._seen), "unseen": self._unseen, "prev": self._prev,
+                "stopped": self.stopped}
+
+    def resume(self, checkpoint: dict) -> None:
+        """Restore a :meth:`checkpoint` on a fresh session over the restored account."""
+        self._seen, self._unseen = list(checkpoint["seen"]), int(checkpoint["unseen"])
+        self._prev, self.stopped = checkpoint["prev"], str(checkpoint["stopped"])
+
     def run(self, feed: Feed, *, progress: Callable[[int, int], None] | None = None) -> None:
         """Drive the agent through every tick of ``feed``: begin, step until done or ruined, end.
 
@@ -170,6 +180,8 @@ class Session:
         except Exception as exc:
             error = (f"invalid decision: {exc}" if isinstance(exc, _InvalidDecision)
                      else f"decide raised {type(exc).__name__}: {exc}")
+            if isinstance(exc, _MalformedDecision):
+                decision = None  # its fields cannot be journalled; the error names them
             # a spent budget or a replay miss stops the run: it is no agent mistake to hold through
             if self.on_agent_error != "hold" or isinstance(exc, FatalAgentError):
                 self._fail(i, t, decision, error, reward)
@@ -227,8 +239,18 @@ class _InvalidDecision(Exception):
     """A Decision that breaks the rules (the message says which and how to fix it)."""
 
 
+class _MalformedDecision(_InvalidDecision):
+    """A Decision whose fields are not mappings: it is journalled as None (unserialisable)."""
+
+
 def _row(what: str, mapping: Mapping, universe: dict[str, int], fill: float) -> list[float]:
     """One Decision mapping as a row over the universe (``fill`` where absent); raises."""
+    if not isinstance(mapping, Mapping):
+        field = "weights" if what == "weight" else what
+        example = next(iter(universe), "SYMBOL")
+        raise _MalformedDecision(
+            f"Decision.{field} is a {type(mapping).__name__} ({mapping!r:.60}); it must map "
+            f"symbol -> number, e.g. Decision({field}={{{example!r}: 0.5}})")
     unknown = [s for s in mapping if s not in universe]
     if unknown:
         raise _InvalidDecision(f"{what} for unknown symbol(s) {', '.join(map(repr, unknown))}; "

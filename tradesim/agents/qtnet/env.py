@@ -3,7 +3,8 @@
 Per step, as in :mod:`tradesim.engine.session`: the action taken on the observation of bar t sets
 target weights, sized in shares at close t from equity at close t (whole lots unless
 fractional); bar t+1 then charges the short-borrow fee, runs the margin check at the open
-(liquidating and cancelling the order), fills the order at open t+1 (participation cap,
+(liquidating and cancelling the order), fills the order at open t+1 (participation cap in
+whole lots, reductions first, the rest shrunk to the cash and leverage available at the open,
 commission, half-spread, slippage and square-root impact on ``|Δposition|``), marks at close
 t+1 and runs the margin check at the close. Rewards come from
 :class:`tradesim.rewards.step.OnlineReward`. Ruin (equity <= 0) terminates with an extra
@@ -283,6 +284,54 @@ class TradingEnv:
             cost = cost + notional * self._impact * part.clamp_max(1.0).sqrt()
         return cost.sum(-1)
 
+    def _lots(self, qty: torch.Tensor) -> torch.Tensor:
+        """``qty`` toward zero to whole lots (costs.lots_down)."""
+        if self.config.fractional:
+            return qty
+        return torch.trunc(qty / self.config.lot_size) * self.config.lot_size
+
+    def _fill(self, delta: torch.Tensor, reduces: torch.Tensor, price: torch.Tensor,
+              volume: torch.Tensor) -> torch.Tensor:
+        """Book fills of ``delta`` at ``price`` as the broker does; returns their costs ``[B]``.
+
+        Fills of orders that only reduce a position (``reduces``) go first; then each asset,
+        shrunk to what the book can pay for at the fill price (:func:`tradesim.engine.costs.affordable_qty`).
+        """
+        pos = self.position
+        first = torch.where(reduces, delta, 0.0)
+        cost = self._costs(first, price, volume)
+        self.cash = self.cash - (first * price).sum(-1) - cost
+        self.position = pos + first
+        rest = torch.where(reduces, 0.0, delta)
+        lev = self.config.max_leverage
+        for j in range(self.n_assets):
+            q = rest[:, j]
+            if not self._any(q != 0):
+                continue
+            value = self.position * price
+            equity = self.cash + value.sum(-1)
+            gross_rest = torch.cat([value[:, :j], value[:, j + 1:]], dim=1).abs().sum(-1)
+            held, p, v = self.position[:, j], price[:, j], volume[:, j]
+            size = q.abs()
+            opposite = (held != 0) & ((held > 0) != (q > 0))
+            reduce = torch.where(opposite, torch.minimum(size, held.abs()), 0.0)
+            base = torch.where(opposite, 0.0, held.abs())
+            rate = torch.full_like(size, self._prop)
+            if self._impact:
+                part = torch.where(v > 0, size / v.clamp_min(1e-300), 1.0)
+                rate = rate + self._impact * part.clamp_max(1.0).sqrt()
+            room = lev * (equity - self._fixed - reduce * p * rate) - gross_rest - base * p
+            most = room / (p * (1.0 + lev * rate))
+            short = (size - reduce > 0) & (most < size - reduce)
+            shrunk = torch.copysign(reduce + self._lots(most.clamp_min(0.0)), q)
+            q = torch.where(short, shrunk, q)
+            c = self._costs(q[:, None], price[:, j:j + 1], volume[:, j:j + 1])
+            self.cash = self.cash - q * p - c
+            self.position = self.position.clone()
+            self.position[:, j] = held + q
+            cost = cost + c
+        return cost
+
     def _margin(self, price: torch.Tensor, volume: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Liquidate books below maintenance margin at ``price``; (liquidated mask, costs)."""
@@ -323,13 +372,13 @@ class TradingEnv:
         if c_liq is not None:
             costs = costs + c_liq
             delta = torch.where(liq_open[:, None], 0.0, delta)
+        pos = self.position  # orders that only reduce a position fill first (before the cap)
+        reduces = (pos != 0) & ((pos > 0) != (delta > 0)) & (delta.abs() <= pos.abs())
         if self._cap is not None:
             cap = self._cap * volume.clamp_min(0.0)
-            delta = torch.clamp(delta, min=-cap, max=cap)
-        fill_cost = self._costs(delta, open_, volume)
-        self.cash = self.cash - (delta * open_).sum(-1) - fill_cost
-        self.position = self.position + delta
-        costs = costs + fill_cost
+            capped = torch.clamp(delta, min=-cap, max=cap)
+            delta = torch.where(capped != delta, self._lots(capped), delta)
+        costs = costs + self._fill(delta, reduces, open_, volume)
         _, c_liq = self._margin(close, volume)
         if c_liq is not None:
             costs = costs + c_liq
