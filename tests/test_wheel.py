@@ -2,7 +2,7 @@
 
 Builds the wheel, installs it into a fresh virtual environment that borrows this environment's
 third-party packages (not its editable tradesim), and compares the resolved config of a dry run
-of every shipped spec with the checkout's.
+of every shipped spec (on the embedded sample, which ships in the wheel too) with the checkout's.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import json, sys
 from tradesim.agents.registry import available_agents, spec_dirs
 from tradesim.engine.backtest import BacktestConfig
 from tradesim.evaluate.backtest import estimate_backtest
-out = {"origin": __import__("tradesim").__file__, "specs": {}}
+from tradesim.data.synthetic import sample_dir
+out = {"origin": __import__("tradesim").__file__, "sample": str(sample_dir()), "specs": {}}
 for name in sorted(p.stem for p in spec_dirs()[-1].glob("*.toml")):
     params = {"checkpoint": sys.argv[1]} if name == "qtnet" else {}
     config = BacktestConfig.build(agent=name, symbols=["ALPHA"], start="2019-01-02",
@@ -69,6 +70,7 @@ def test_installed_wheel_resolves_the_same_config_as_the_checkout(tmp_path: Path
     from_wheel = _dry_run(python, elsewhere, checkpoint)
     from_checkout = _dry_run(sys.executable, elsewhere, checkpoint)
     assert Path(from_wheel["origin"]).is_relative_to(venv)
+    assert Path(from_wheel["sample"]).is_relative_to(venv)  # the embedded sample ships too
     assert Path(from_checkout["origin"]).is_relative_to(ROOT)
     assert set(from_wheel["specs"]) == {p.stem for p in (ROOT / "agents").glob("*.toml")}
     assert from_wheel["specs"] == from_checkout["specs"]

@@ -18,13 +18,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, model_validator
 
-import tradesim
 from tradesim.data import calendars
 from tradesim.data.bars import NEWS_COLUMNS, Bars, News, interval_nanos, to_utc_stamp
 from tradesim.data.view import MarketData
@@ -681,15 +681,9 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def sample_dir() -> Path:
-    """The embedded sample: ``data/sample`` of a checkout, else regenerated once into a cache."""
-    shipped = Path(tradesim.__file__).resolve().parents[1] / "data" / "sample"
-    if (shipped / _SAMPLE_MANIFEST).is_file():
-        return shipped
-    root = Path(os.environ.get("TRADESIM_CACHE") or Path.home() / ".cache" / "tradesim")
-    cached = root / "sample" / SyntheticSource(seed=SAMPLE_SEED).key
-    if not (cached / _SAMPLE_MANIFEST).is_file():
-        write_sample(cached)
-    return cached
+    """The embedded sample shipped with the package: the repository's ``data/sample``, packaged
+    as ``tradesim/sample`` (the same files in a checkout and in an installed wheel)."""
+    return Path(str(files("tradesim") / "sample"))
 
 
 def load_sample(*, symbols: Sequence[str] | None = None, start: object | None = None,
