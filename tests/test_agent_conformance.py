@@ -61,6 +61,9 @@ def make(llm_server: FakeOpenAIServer, tmp_path: Path,
         "llm_analyst": {"every": 3, "gateway": {
             "provider": "openai", "base_url": llm_server.base_url, "mode": "live",
             "api_key_env": "TRADESIM_GOLDEN_KEY", "cache_path": str(tmp_path / "llm.sqlite")}},
+        "contest": {"every": 20, "gateway": {
+            "provider": "openai", "base_url": llm_server.base_url, "mode": "live",
+            "api_key_env": "TRADESIM_GOLDEN_KEY", "cache_path": str(tmp_path / "contest.sqlite")}},
     }
 
     def factory(name: str) -> Agent:
