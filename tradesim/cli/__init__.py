@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import typer
 
-from tradesim.cli import backtest, data, evaluate, llm, lookahead, paper, train
+from tradesim.cli import backtest, data, evaluate, llm, lookahead, paper, synth, train
 
 app = typer.Typer(help="Backtest, audit, evaluate and train trading agents on one honest engine.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 
-for _group in (data, backtest, evaluate, llm, lookahead, train, paper):
+for _group in (data, backtest, evaluate, llm, lookahead, train, paper, synth):
     _group.register(app)
 
 __all__ = ["app"]
