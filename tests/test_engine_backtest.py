@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -106,12 +107,18 @@ def test_stop_loss_from_decision_exits_within_the_bar() -> None:
     assert r.trades["exit_reason"].tolist() == ["stop_loss"]
 
 
-def test_participation_cap_fills_partially_and_cancels_the_rest() -> None:
+def test_participation_cap_fills_in_part_and_the_rest_keeps_working() -> None:
     data = MarketData({"AAA": _bars("AAA", [10.0] * 5, volume=1000)})
     cfg = _config(symbols=["AAA"], costs={"participation_cap": 0.1})
     r = run_backtest(config=cfg, agent=_Script({0: Decision(weights={"AAA": 1.0})}), data=data)
-    assert r.fills["quantity"].tolist() == [100.0]
+    assert r.fills["quantity"].tolist() == [100.0] * 4  # 10% of each later bar, one order
+    assert r.fills["order_id"].tolist() == [1] * 4
     assert r.orders["status"].tolist() == ["partial"]
+    assert r.orders["filled"].tolist() == [400.0]
+    (event,) = r.events[r.events["kind"] == "target_unreached"]["detail"].map(json.loads)
+    assert event["symbol"] == "AAA" and event["held"] == 400.0 and event["remaining"] > 0
+    assert event["target"] == pytest.approx(400.0 + event["remaining"])
+    assert r.meta["targets_unreached"] == 1
 
 
 def test_short_squeeze_triggers_recorded_liquidation() -> None:

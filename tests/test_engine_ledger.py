@@ -78,7 +78,7 @@ def test_invariants_hold_and_fills_stay_in_bar(m) -> None:
 @given(m=market())
 def test_costs_never_increase_equity(m) -> None:
     costly = CostModel(commission_fixed=1.0, commission_bps=5, half_spread_bps=3, slippage_bps=2,
-                       impact_coef=0.2, borrow_bps_annual=200)
+                       impact_y=2.0, borrow_bps_annual=200)
     _, free, _ = _drive(m, costs=CostModel())
     _, paid, _ = _drive(m, costs=costly)
     assert all(p <= f + 1e-9 for p, f in zip(paid, free))

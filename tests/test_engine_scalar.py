@@ -61,7 +61,7 @@ def test_exit_price_equals_exit_prices(q, stop, target, o, a, b) -> None:
 @given(q=st.floats(-1e6, 1e6), price=_price,
        volume=st.one_of(st.just(math.nan), st.just(0.0), st.floats(0, 1e7)),
        model=st.sampled_from([load_costs("default"), load_costs("retail"), CostModel(),
-                              CostModel(commission_fixed=1.0, commission_bps=5, impact_coef=0.3)]))
+                              CostModel(commission_fixed=1.0, commission_bps=5, impact_y=3.0)]))
 def test_fill_costs_equal_trade_costs(q, price, volume, model) -> None:
     vec = trade_costs(np.array([q]), np.array([price]), np.array([volume]), model)
     assert fill_costs(q, price, volume, model) == tuple(float(x[0]) for x in vec)

@@ -105,7 +105,7 @@ def test_a_rotation_sells_before_it_buys_so_it_is_not_shrunk() -> None:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(gaps=st.lists(st.floats(-0.15, 0.15), min_size=8, max_size=8),
        weights=st.lists(st.floats(0.0, 1.0), min_size=8, max_size=8),
-       commission=st.sampled_from([0.0, 10.0]), impact=st.sampled_from([0.0, 0.1]))
+       commission=st.sampled_from([0.0, 10.0]), impact=st.sampled_from([0.0, 1.0]))
 def test_long_only_cash_never_goes_negative_and_loop_equals_fast_path(
         gaps, weights, commission, impact) -> None:
     closes = 100 * np.cumprod(1 + np.r_[0.0, np.asarray(gaps[1:]) / 3])
@@ -114,7 +114,7 @@ def test_long_only_cash_never_goes_negative_and_loop_equals_fast_path(
                        "B": _bars("B", list(opens[::-1]), list(closes[::-1]), volume=5e4)})
     w = np.column_stack([weights, 1.0 - np.asarray(weights)])
     config = BacktestConfig.build(symbols=["A", "B"], costs={
-        "commission_bps": commission, "impact_coef": impact})
+        "commission_bps": commission, "impact_y": impact})
     loop = run_backtest(config=config, agent=_Script(
         {i: Decision(weights={"A": float(a), "B": float(b)}) for i, (a, b) in enumerate(w)}),
         data=data)
@@ -130,7 +130,7 @@ def test_long_only_cash_never_goes_negative_and_loop_equals_fast_path(
        fixed=st.sampled_from([0.0, 1.0]), bps=st.sampled_from([0.0, 5.0]))
 def test_affordable_qty_keeps_the_book_within_the_cap_and_reductions_whole(
         qty, held, price, cash, lev, fixed, bps) -> None:
-    model = CostModel(commission_fixed=fixed, commission_bps=bps, impact_coef=0.1)
+    model = CostModel(commission_fixed=fixed, commission_bps=bps, impact_y=1.0)
     held = float(round(held))
     qty = float(round(qty))
     equity = cash + held * price
@@ -215,12 +215,13 @@ def test_levels_clear_when_the_position_closes_or_its_order_dies() -> None:
     data = MarketData({"X": _bars("X", closes, closes, volume=vol)})
     config = BacktestConfig.build(symbols=["X"], costs={"participation_cap": 0.1})
     result = run_backtest(config=config, agent=_Script({
-        0: Decision(weights={"X": 0.5}, stop_loss={"X": 90.0}),  # order cancelled: no volume
+        0: Decision(weights={"X": 0.5}, stop_loss={"X": 90.0}),  # works: bar 1 has no volume
+        1: Decision(weights={"X": 0.0}),  # replaced before it filled: its stop clears
         2: Decision(weights={"X": 0.2}, take_profit={"X": 150.0}),  # armed with this position
         3: Decision(weights={"X": 0.0}),  # closed: its levels clear
         4: Decision(weights={"X": 0.3}),  # reopened without exits
     }), data=data)
-    assert result.orders["status"].iloc[0] == "cancelled"
+    assert result.orders["status"].iloc[0] == "replaced"
     assert set(result.fills["reason"]) == {"rebalance"}  # the 90 stop never fires at 80
     assert result.fills["quantity"].tolist() == [200.0, -200.0, 300.0]
 
@@ -241,3 +242,112 @@ def test_weights_not_a_mapping_name_the_error_and_save_the_partial_run(weights, 
     loaded = RunResult.load(partial.save(tmp_path / "run"))
     row = loaded.decisions[loaded.decisions["step"] == 3].iloc[0]
     assert "Decision.weights is a" in row["error"]
+
+
+# --- 3. working targets and the square-root impact ------------------------------------------------
+
+def _nan_rows(script: dict[int, float], n: int) -> np.ndarray:
+    w = np.full((n, 1), np.nan)
+    for i, x in script.items():
+        w[i, 0] = x
+    return w
+
+
+@pytest.mark.parametrize("fill", ["next_open", "close"])
+def test_buy_and_hold_on_a_thin_series_ends_fully_invested_after_several_bars(fill) -> None:
+    n = 12
+    closes = [10.0] * n
+    data = MarketData({"THIN": _bars("THIN", closes, closes, volume=20_000)})
+    config = BacktestConfig.build(symbols=["THIN"], fill=fill, costs={"participation_cap": 0.1})
+    loop = run_backtest(config=config, agent=_Script({0: Decision(weights={"THIN": 1.0})}),
+                        data=data)
+    # 10,000 shares wanted, 2,000 a bar: five bars of one order, then fully invested
+    assert loop.fills["quantity"].tolist() == [2000.0] * 5
+    assert loop.fills["order_id"].tolist() == [1] * 5
+    assert loop.orders["status"].tolist() == ["filled"]
+    assert loop.weights["THIN"].iloc[-1] == pytest.approx(1.0)
+    assert _events(loop, "target_unreached") == [] and loop.meta["targets_unreached"] == 0
+    fast = run_fast(data=data, weights=_nan_rows({0: 1.0}, n), config=config)
+    pd.testing.assert_frame_equal(loop.fills, fast.fills)
+    pd.testing.assert_frame_equal(loop.orders, fast.orders)
+
+
+def test_a_new_weight_replaces_a_working_target_and_a_hold_keeps_it() -> None:
+    n = 10
+    closes = [10.0] * n
+    data = MarketData({"THIN": _bars("THIN", closes, closes, volume=20_000)})
+    config = BacktestConfig.build(symbols=["THIN"], costs={"participation_cap": 0.1})
+    script = {0: 1.0, 3: 0.5}  # 10,000 shares wanted; at step 3 (6,000 held) only 5,000
+    loop = run_backtest(config=config, agent=_Script(
+        {i: Decision(weights={"THIN": w}) for i, w in script.items()}), data=data)
+    assert loop.orders["status"].tolist() == ["replaced", "filled"]
+    assert loop.orders["filled"].tolist() == [6000.0, -1000.0]
+    assert loop.fills["order_id"].tolist() == [1, 1, 1, 2]  # the old one stops at step 3
+    assert loop.weights["THIN"].iloc[-1] == pytest.approx(0.5)
+    fast = run_fast(data=data, weights=_nan_rows(script, n), config=config)
+    pd.testing.assert_frame_equal(loop.fills, fast.fills)
+    pd.testing.assert_frame_equal(loop.orders, fast.orders)
+
+
+def test_targets_left_unreached_are_reported_per_symbol() -> None:
+    n = 4
+    closes = [10.0] * n
+    data = MarketData({"A": _bars("A", closes, closes, volume=10_000),
+                       "B": _bars("B", closes, closes, volume=1e7)})
+    config = BacktestConfig.build(symbols=["A", "B"], costs={"participation_cap": 0.1})
+    loop = run_backtest(config=config, agent=_Script(
+        {0: Decision(weights={"A": 0.5, "B": 0.5})}), data=data)
+    (event,) = _events(loop, "target_unreached")
+    assert event == {"symbol": "A", "target": 5000.0, "held": 3000.0, "remaining": 2000.0}
+    assert loop.meta["targets_unreached"] == 1
+    assert loop.orders["status"].tolist() == ["partial", "filled"]
+    fast = run_fast(data=data, weights=np.array([[0.5, 0.5]] + [[np.nan] * 2] * (n - 1)),
+                    config=config)
+    assert _events(fast, "target_unreached") == [event] and fast.meta["targets_unreached"] == 1
+    pd.testing.assert_frame_equal(loop.orders, fast.orders)
+
+
+def test_an_order_shrunk_for_cash_ends_while_a_capped_one_keeps_working() -> None:
+    # gap up at the first fill: the cash buys fewer shares; the rest is not worked later
+    opens, closes = [100, 120, 100, 100, 100], [100, 100, 100, 100, 100]
+    data = MarketData({"G": _bars("G", opens, closes)})
+    config = BacktestConfig.build(symbols=["G"], costs={"participation_cap": 0.5})
+    loop = run_backtest(config=config, agent=_Script({0: Decision(weights={"G": 1.0})}),
+                        data=data)
+    assert loop.fills["quantity"].tolist() == [833.0]  # 100k / 120, then nothing more
+    assert loop.orders["status"].tolist() == ["partial"]
+    assert len(_events(loop, "order_shrunk")) == 1 and loop.meta["targets_unreached"] == 0
+
+
+def test_default_impact_follows_the_square_root_law_with_the_bar_interval() -> None:
+    model = CostModel.preset("default")
+    assert model.impact_y == 1.0 and model.impact_sigma == 0.02
+    # 1% of a day's volume on daily bars: Y x sigma x sqrt(0.01) = 20 bps (+ 1 bp slippage)
+    _, _, slip = fill_costs(1_000, 100.0, 100_000, model)
+    assert slip / 100_000 == pytest.approx(0.0020 + 0.0001)
+    # 10% of one minute bar: the day holds 390 such bars -> 3.2 bps, not 316
+    _, _, slip = fill_costs(1_000, 100.0, 10_000, model, 390.0)
+    assert slip / 100_000 - 0.0001 == pytest.approx(0.02 * math.sqrt(0.1 / 390))
+    assert "sqrt" in model.describe() and "participation cap 0.1" in model.describe()
+    # an old record's impact_coef keeps its old cost: coef x sqrt(qty / bar volume)
+    former = CostModel.model_validate({"impact_coef": 0.1})
+    assert former.bars_per_day == 1.0 and former.impact_scale == pytest.approx(0.1)
+
+
+def test_minute_bars_infer_bars_per_day_from_their_spacing() -> None:
+    n = 30
+    t = pd.date_range("2021-01-04 14:31", periods=n, freq="min", tz="UTC")
+    close = np.full(n, 100.0)
+    bars = Bars.from_arrays(symbol="M", interval="1m", adjusted=True, source="test", time=t,
+                            open=close, high=close * 1.001, low=close * 0.999, close=close,
+                            volume=np.full(n, 10_000.0))
+    config = BacktestConfig.build(symbols=["M"], interval="1m", costs={
+        "preset": "default", "participation_cap": None})
+    agent = _Script({0: Decision(weights={"M": 0.01})})  # 10 shares of 10,000 a bar
+    loop = run_backtest(config=config, agent=agent, data=MarketData({"M": bars}))
+    fill = loop.fills.iloc[0]
+    impact = fill["slippage_cost"] / (fill["quantity"] * fill["price"]) - 1e-4
+    assert impact == pytest.approx(0.02 * math.sqrt(10 / (10_000 * 390)))
+    fast = run_fast(data=MarketData({"M": bars}), weights=_nan_rows({0: 0.01}, n),
+                    config=config)
+    assert fast.fills["slippage_cost"].tolist() == loop.fills["slippage_cost"].tolist()

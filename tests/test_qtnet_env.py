@@ -202,3 +202,36 @@ def test_env_matches_engine_when_gaps_shrink_fills_and_the_cap_rounds_to_lots(ma
     assert (run.events["kind"] == "order_shrunk").sum() > 5  # the rule is exercised
     assert (run.fills["quantity"] % 1 == 0).all()
     _assert_parity(market, weights, costs="default", allow_short=True, max_leverage=max_leverage)
+
+
+class _ScriptedHolds(_Scripted):
+    """Like _Scripted; NaN entries are holds (left out of the Decision)."""
+
+    def decide(self, obs: Observation) -> Decision:
+        row = self.weights[obs.step]
+        return Decision(weights={s: float(w) for s, w in zip(self.symbols, row) if w == w})
+
+
+@pytest.mark.parametrize("fractional", [False, True])
+def test_env_works_capped_targets_across_bars_like_the_engine(fractional):
+    """A thin series: targets need several bars; a NaN action holds (the target keeps
+    working), a number replaces it; gaps shrink some fills for cash (those orders end)."""
+    rng = np.random.default_rng(4)
+    n = 90
+    gaps = [1 + rng.uniform(-0.04, 0.04, n) for _ in range(2)]
+    closes = [100 * np.cumprod(g) * np.exp(rng.normal(0, 0.005, n)) for g in gaps]
+    volumes = [rng.choice([0.0, 2_000.0, 6_000.0, 1e6], size=n) for _ in range(2)]
+    market = MarketData({s: _bars(s, c, volume=v, gap=g)
+                         for s, c, v, g in zip(("TA", "TB"), closes, volumes, gaps)})
+    weights = rng.uniform(-0.8, 0.8, size=(n, 2))
+    weights[rng.random((n, 2)) < 0.7] = np.nan
+    cfg = dict(costs={"preset": "default", "participation_cap": 0.05}, allow_short=True,
+               max_leverage=2.0, fractional=fractional)
+    run = run_backtest(config=BacktestConfig.build(symbols=market.symbols, **cfg),
+                       agent=_ScriptedHolds(weights, market.symbols), data=market)
+    per_order = run.fills.groupby("order_id").size()
+    assert (per_order > 2).sum() >= 2  # orders worked over several bars
+    engine = run.equity["equity"].to_numpy()
+    env = _env_equity(market, weights, **cfg)
+    assert env.shape == engine.shape
+    np.testing.assert_allclose(env, engine, rtol=1e-9, atol=0)

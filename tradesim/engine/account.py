@@ -26,7 +26,13 @@ from tradesim.engine.broker import (
     exit_price,
     target_qty,
 )
-from tradesim.engine.costs import CostModel, affordable_qty, borrow_fee_on, lots_down
+from tradesim.engine.costs import (
+    CostModel,
+    affordable_qty,
+    bars_per_day,
+    borrow_fee_on,
+    lots_down,
+)
 from tradesim.engine.ledger import Ledger
 from tradesim.errors import ConfigError
 
@@ -71,6 +77,8 @@ class Account:
         self._liquidated = False
         self._bar: tuple[Any, ...] = ()  # (step, time, open, high, low, close, volume) of this bar
         self._last_time: np.datetime64 | None = None
+        self._gap = math.inf  # smallest spacing between bars seen (ns): bars per day for impact
+        self._close_done = False  # market orders were worked at this bar's close (fill="close")
         self._ref: Sequence[float] = ()  # prices orders fill at in this phase (open or close)
 
     # --- one step ---------------------------------------------------------------------------
@@ -107,7 +115,13 @@ class Account:
                                     float((time - self._last_time).astype("int64")))
                 if fee:
                     L.charge_borrow(fee)
+        if self._last_time is not None:
+            gap = float((time - self._last_time).astype("int64"))
+            if 0.0 < gap < self._gap:
+                self._gap = gap
+                self.broker.bars_per_day = bars_per_day(gap)
         self._last_time = time
+        self._close_done = False
         # no margin call can trigger with cash >= 0 and only long positions (at positive
         # prices): then equity >= gross exposure >= maintenance_margin x gross
         cushioned = self.maintenance_margin <= 1.0
@@ -148,30 +162,35 @@ class Account:
                          max_leverage=cap, orders=self.broker.open_orders)
         orders = []
         broker = self.broker
-        if broker.open_orders:  # market orders still open for re-targeted symbols are stale
+        if broker.open_orders:  # a new weight replaces a symbol's working market order
             for order in [o for o in broker.open_orders
                           if o.kind == MARKET and not math.isnan(weights[o.col])]:
-                broker.cancel(order)
+                broker.cancel(order, replaced=True)
         for j, w in enumerate(weights):
             if math.isnan(w):
                 continue
             delta = target[j] - current[j]
             if abs(delta) > 1e-12:
-                orders.append(broker.create(time=time, col=j, quantity=delta))
+                orders.append(broker.create(time=time, col=j, quantity=delta, target=target[j]))
         if stop_loss is not None or take_profit is not None:
             self._set_exits(step, time, stop_loss, take_profit)
         self._step_orders.extend(orders)
         if self.fill == "close" and orders:
-            _, _, _, high, low, close, volume = self._bar
-            self._ref = close
-            for order, fill in broker.execute(step=step, time=time, ref=close, high=high,
-                                              low=low, volume=volume, kinds=(MARKET,),
-                                              used=self._used, held=L.shares,
-                                              afford=self._afford):
-                self._book(step, fill, order)
-            if self._armed:
-                self._disarm_flat()
+            self._work_at_close()
         return orders
+
+    def _work_at_close(self) -> None:
+        """``fill="close"``: market orders (new and working ones) execute at this bar's close."""
+        step, time, _, high, low, close, volume = self._bar
+        self._close_done = True
+        self._ref = close
+        for order, fill in self.broker.execute(step=step, time=time, ref=close, high=high,
+                                               low=low, volume=volume, kinds=(MARKET,),
+                                               used=self._used, held=self.ledger.shares,
+                                               afford=self._afford):
+            self._book(step, fill, order)
+        if self._armed:
+            self._disarm_flat()
 
     def submit(self, *, symbol: str, quantity: float, kind: str = MARKET,
                level: float = math.nan) -> Order:
@@ -185,6 +204,9 @@ class Account:
     def close_step(self) -> float:
         """Check the ledger invariants for this step; returns equity. Ruin stops the account."""
         step, time = self._bar[0], self._bar[1]
+        if self.fill == "close" and not self._close_done and any(
+                o.kind == MARKET for o in self.broker.open_orders):
+            self._work_at_close()  # a hold: working targets still trade at this close
         equity = self.ledger.check(step=step, time=time, fills=self._step_fills,
                                    liquidated=self._liquidated,
                                    orders=self._step_orders + self.broker.open_orders)
@@ -257,7 +279,8 @@ class Account:
         allowed = affordable_qty(qty, L.shares[col], price, volume, equity=equity,
                                  gross_rest=gross_rest, max_leverage=self.max_leverage,
                                  model=self.costs, lot_size=self.lot_size,
-                                 fractional=self.fractional)
+                                 fractional=self.fractional,
+                                 bars_per_day=self.broker.bars_per_day)
         if allowed != qty:
             step, time = self._bar[0], self._bar[1]
             self._event(step, time, "order_shrunk", symbol=self.symbols[col], requested=qty,
@@ -291,6 +314,8 @@ class Account:
                                              volume=volume[j], reason=_EXIT_REASON[reason])
                 check_in_bar(fill.price, high[j], low[j], symbol=fill.symbol, time=time, step=step)
                 self._book(step, fill, None)
+                # the exit ends the position's target: a working order must not re-open it
+                self.broker.cancel_all(col=j, kind=MARKET, report=False)
 
     def _margin_call(self, *, phase: str, prices: Sequence[float]) -> None:
         """Liquidate everything tradable now when equity falls below the maintenance margin."""
@@ -308,7 +333,7 @@ class Account:
         self._liquidated = True
         self._event(step, time, "liquidation", phase=phase, equity=equity, gross_exposure=gross,
                     maintenance_margin=self.maintenance_margin)
-        self.broker.cancel_all()
+        self.broker.cancel_all(report=False)
         for j, p in enumerate(prices):
             q = L.shares[j]
             if q and not math.isnan(p):
@@ -321,7 +346,18 @@ class Account:
         self.events.append({"step": step, "time": time, "kind": kind, **detail})
 
     def take_records(self) -> tuple[list[tuple[int, int, Fill]], list[Order], list[dict]]:
-        """Fills, closed orders and events since the last call (the session records them)."""
+        """Fills, closed orders and events since the last call (the session records them).
+
+        A target the participation cap held back that was cancelled before it was reached (the
+        session cancels what is open when the run ends) becomes a ``target_unreached`` event.
+        """
+        if self.broker.unreached:
+            step, time = (self._bar[0], self._bar[1]) if self._bar else (0, np.datetime64("NaT"))
+            for order in self.broker.unreached:
+                self._event(step, time, "target_unreached", symbol=order.symbol,
+                            target=order.target, held=self.ledger.shares[order.col],
+                            remaining=order.quantity - order.filled)
+            self.broker.unreached = []
         fills, self.fills = self.fills, []
         orders, self.broker.closed = self.broker.closed, []
         events, self.events = self.events, []

@@ -42,9 +42,17 @@ class Order:
     kind: str = MARKET
     level: float = math.nan  # limit or stop price
     reason: str = "rebalance"
-    status: str = "open"  # open | filled | partial | cancelled
+    status: str = "open"  # open | partial (filled in part: working or ended) | filled |
+    # cancelled | replaced (a new weight for its symbol took its place)
     filled: float = 0.0
     fill_time: np.datetime64 | None = None
+    target: float = math.nan  # shares the position is to hold when a target order is filled
+    capped: bool = False  # the participation cap held it back in some bar (it kept working)
+
+    @property
+    def remaining(self) -> float:
+        """Shares still to trade (the order works on until this is filled)."""
+        return self.quantity - self.filled
 
     def __str__(self) -> str:
         lvl = "" if math.isnan(self.level) else f" @{self.level:g}"
@@ -167,34 +175,47 @@ class Broker:
         self.lot_size, self.fractional = float(lot_size), bool(fractional)
         self.open_orders: list[Order] = []
         self.closed: list[Order] = []  # filled, partial or cancelled, not yet taken by the session
+        self.unreached: list[Order] = []  # capped targets cancelled before filled, not yet taken
+        self.bars_per_day = 1.0  # for the impact model: the account sets it from the bar spacing
         self._next_id = 1
 
     def create(self, *, time: np.datetime64, col: int, quantity: float, kind: str = MARKET,
-               level: float = math.nan, reason: str = "rebalance") -> Order:
+               level: float = math.nan, reason: str = "rebalance",
+               target: float = math.nan) -> Order:
         """Create and queue an order (it executes from the next bar processed)."""
         if kind not in (MARKET, LIMIT, STOP):
             raise ConfigError(f"unknown order kind {kind!r}; use market, limit or stop")
         if kind != MARKET and not (math.isfinite(level) and level > 0):
             raise ConfigError(f"{kind} order for {self.symbols[col]} needs a positive level, got {level!r}")
         order = Order(self._next_id, time, self.symbols[col], col, float(quantity), kind,
-                      float(level), reason)
+                      float(level), reason, target=float(target))
         self._next_id += 1
         self.open_orders.append(order)
         return order
 
-    def cancel(self, order: Order) -> None:
-        """Cancel an open order (a partially filled one keeps status ``partial``)."""
+    def cancel(self, order: Order, *, replaced: bool = False, report: bool = True) -> None:
+        """Cancel an open order (a partially filled one keeps status ``partial``).
+
+        ``replaced``: a new target for its symbol took its place (status ``replaced``). A target
+        the participation cap held back that ends unreplaced (end of run, a halt) is kept in
+        ``unreached`` for the account to report, unless ``report`` is off (a liquidation).
+        """
         if order in self.open_orders:
             self.open_orders.remove(order)
             self.closed.append(order)
-            if order.status == "open":
+            if replaced:
+                order.status = "replaced"
+            elif order.status == "open":
                 order.status = "cancelled"
+            if report and not replaced and order.capped and not math.isnan(order.target):
+                self.unreached.append(order)
 
-    def cancel_all(self, *, col: int | None = None, kind: str | None = None) -> None:
+    def cancel_all(self, *, col: int | None = None, kind: str | None = None,
+                   report: bool = True) -> None:
         """Cancel open orders, optionally only one symbol's or one kind's."""
         for order in list(self.open_orders):
             if (col is None or order.col == col) and (kind is None or order.kind == kind):
-                self.cancel(order)
+                self.cancel(order, report=report)
 
     def execute(self, *, step: int, time: np.datetime64, ref: Sequence[float],
                 high: Sequence[float], low: Sequence[float], volume: Sequence[float],
@@ -205,18 +226,20 @@ class Broker:
         """Fill open orders in this bar: market orders at ``ref`` (the open, or the close in
         close-fill mode), limit/stop orders by their trigger rules; yields (order, fill) pairs.
 
-        The participation cap shrinks a fill to whole lots and cancels the rest of the order;
-        ``used`` (shares traded per column in this bar so far) lets every fill of one bar share
-        one cap. With ``held`` (positions) orders that only reduce a position go first, so a
-        rotation frees cash before it spends it; ``afford(col, qty, price, volume)`` then shrinks
-        what the account cannot pay for at the fill price (the caller books each fill before the
-        next is sized, so consume the pairs one by one).
+        The participation cap shrinks a fill to whole lots and the rest of the order **keeps
+        working** (it stays open, status ``partial`` once something filled, and tries again on
+        the next bar); ``used`` (shares traded per column in this bar so far) lets every fill of
+        one bar share one cap. With ``held`` (positions) orders that only reduce a position go
+        first, so a rotation frees cash before it spends it, then by symbol column (the fast
+        path's order); ``afford(col, qty, price, volume)`` then shrinks what the account cannot
+        pay for at the fill price and that order's rest is cancelled (the caller books each fill
+        before the next is sized, so consume the pairs one by one).
         """
         cap = self.costs.participation_cap
         used = {} if used is None else used
         orders = list(self.open_orders)
         if held is not None:
-            orders.sort(key=lambda o: not _reduces(o.quantity - o.filled, held[o.col]))
+            orders.sort(key=lambda o: (not _reduces(o.quantity - o.filled, held[o.col]), o.col))
         for order in orders:
             j = order.col
             px_ref = ref[j]
@@ -229,19 +252,25 @@ class Broker:
             remaining = order.quantity - order.filled
             qty = remaining
             vol = float(volume[j])
+            working = False  # the cap held part back: the rest stays open for later bars
             if cap is not None:
                 room = max(cap * (0.0 if math.isnan(vol) else vol) - used.get(j, 0.0), 0.0)
                 if abs(remaining) > room:
                     qty = lots_down(math.copysign(room, remaining), self.lot_size,
                                     self.fractional)
+                    working = order.capped = True
             if afford is not None and qty != 0.0:
-                qty = afford(j, qty, price, vol)
+                allowed = afford(j, qty, price, vol)
+                if allowed != qty:  # not affordable at the fill price: the rest is cancelled
+                    qty, working = allowed, False
             if cap is not None:
                 used[j] = used.get(j, 0.0) + abs(qty)
-            self.open_orders.remove(order)
-            self.closed.append(order)
+            if not working:
+                self.open_orders.remove(order)
+                self.closed.append(order)
             if qty == 0.0:
-                order.status = "cancelled"
+                if not working and order.status == "open":
+                    order.status = "cancelled"
                 continue
             check_in_bar(price, hi, lo, symbol=order.symbol, time=time, step=step, order=order)
             order.filled += qty
@@ -255,6 +284,6 @@ class Broker:
     def make_fill(self, *, time: np.datetime64, col: int, quantity: float, price: float,
                   volume: float, reason: str) -> Fill:
         """A fill with its costs from the cost model."""
-        c, s, sl = fill_costs(quantity, price, volume, self.costs)
+        c, s, sl = fill_costs(quantity, price, volume, self.costs, self.bars_per_day)
         return Fill(time=time, symbol=self.symbols[col], quantity=float(quantity), price=float(price),
                     commission=c, spread_cost=s, slippage_cost=sl, reason=reason)

@@ -5,7 +5,8 @@ weights at every bar end can be computed at once (``agent.target_weights(data)``
 then replays exactly what the event loop (:mod:`tradesim.engine.session`) does with market orders:
 shares sized at decision time from the last close and truncated to whole lots (or fractional),
 fills at the next bar's open (or this bar's close with ``fill="close"``), the same commission,
-half-spread, slippage/impact, participation cap (whole lots, excess cancelled), reductions
+half-spread, slippage and square-root impact, participation cap (whole lots; the rest keeps
+working on later bars until filled or replaced, ``target_unreached`` at the end), reductions
 filled first and the rest shrunk to the cash and leverage available at the fill price
 (``order_shrunk`` events), short borrow fee, decision
 checks (shorting, leverage, no price yet), margin liquidation and ruin. NaN weights hold.
@@ -35,13 +36,14 @@ except ImportError:  # numba is optional: the same kernel runs interpreted
         return lambda fn: fn
 
 _YEAR_NS = 365.25 * 86_400 * 1e9  # the same year as tradesim.engine.costs.borrow_fee
+_SESSION_NS = 23_400 * 1e9  # tradesim.engine.costs.SESSION_NS: bars per day for the impact
 _TOL = 1e-9  # the ledger's relative tolerance for leverage checks
 
 # decision error codes (per step) shared by the kernel and the messages below
 _OK, _NEG, _NO_PRICE, _NONFINITE, _GROSS, _LEVERAGE = 0, 1, 2, 3, 4, 5
 # order status codes
-_OPEN, _FILLED, _PARTIAL, _CANCELLED = 0, 1, 2, 3
-_STATUS = ("open", "filled", "partial", "cancelled")
+_OPEN, _FILLED, _PARTIAL, _CANCELLED, _REPLACED = 0, 1, 2, 3, 4
+_STATUS = ("open", "filled", "partial", "cancelled", "replaced")
 _LIQUIDATION, _RUIN, _SHRUNK = 1, 2, 3
 
 
@@ -54,7 +56,9 @@ class CostParams:
     commission_bps: float = 0.0
     half_spread_bps: float = 0.0
     slippage_bps: float = 0.0
-    impact_coef: float = 0.0
+    impact_y: float = 0.0
+    impact_sigma: float = 0.02
+    bars_per_day: float | None = None  # None: inferred from the bar spacing (as the account)
     participation_cap: float | None = None
     borrow_bps_annual: float = 0.0
     lot_size: float = 1.0
@@ -70,7 +74,8 @@ class CostParams:
         c = config.costs
         return cls(initial_cash=config.initial_cash, commission_fixed=c.commission_fixed,
                    commission_bps=c.commission_bps, half_spread_bps=c.half_spread_bps,
-                   slippage_bps=c.slippage_bps, impact_coef=c.impact_coef,
+                   slippage_bps=c.slippage_bps, impact_y=c.impact_y,
+                   impact_sigma=c.impact_sigma, bars_per_day=c.bars_per_day,
                    participation_cap=c.participation_cap, borrow_bps_annual=c.borrow_bps_annual,
                    lot_size=config.lot_size, fractional=config.fractional,
                    allow_short=config.allow_short, max_leverage=config.max_leverage,
@@ -100,7 +105,8 @@ class SimResult:
     marks: np.ndarray
     errors: np.ndarray
     fills: dict[str, np.ndarray]  # step, order (index, -1 = liquidation), col, qty, price, costs
-    orders: dict[str, np.ndarray]  # step, col, qty, filled, status, fill_step
+    orders: dict[str, np.ndarray]  # step, col, qty, filled, status, fill_step, capped, target,
+    # working (still open when the run ended)
     events: dict[str, np.ndarray]  # step, kind, phase (0 open, 1 close), col, equity, gross
     # (an order_shrunk event keeps the quantity asked for in equity, the filled one in gross)
 
@@ -117,7 +123,8 @@ def _book(k, i, j, q, px, vol, oid, reason, pos, state, cp, f_i, f_f):
     spread = notional * (cp[2] * 1e-4)
     slip = notional * (cp[3] * 1e-4)
     if cp[4] != 0.0:
-        part = abs(q) / vol if vol > 0 else 1.0
+        day = vol * state[5]
+        part = abs(q) / day if day > 0 else 1.0
         slip = slip + notional * cp[4] * math.sqrt(min(part, 1.0))
     pos[j] += q
     state[0] -= q * px + comm + spread + slip
@@ -160,7 +167,8 @@ def _afford(j, q, px, vol, ref, pos, marks, state, cp, acct):
         return q
     rate = (cp[1] + cp[2] + cp[3]) * 1e-4
     if cp[4] != 0.0:
-        part = size / vol if vol > 0 else 1.0
+        day = vol * state[5]
+        part = size / day if day > 0 else 1.0
         rate += cp[4] * math.sqrt(min(part, 1.0))
     lev = acct[3]
     room = lev * (equity - cp[0] - reduce * px * rate) - gross_rest - base * px
@@ -176,7 +184,8 @@ def _execute(i, ref, vol, pos, marks, pending, state, cp, acct, o_i, o_f, f_i, f
     """Fill every pending market order at ``ref`` (NaN: it waits), capped by volume and cash.
 
     Orders that only reduce a position go first (they free cash); then the rest, each sized
-    down to what the account can pay for at the fill price (an ``order_shrunk`` event).
+    down to what the account can pay for at the fill price (an ``order_shrunk`` event, the rest
+    cancelled). An order the participation cap holds back stays pending (it keeps working).
     """
     cap = cp[5]
     for phase in range(2):
@@ -190,21 +199,27 @@ def _execute(i, ref, vol, pos, marks, pending, state, cp, acct, o_i, o_f, f_i, f
             if reduces != (phase == 0):
                 continue
             qty = remaining
+            working = False
             if cap == cap:
                 v = vol[j] if vol[j] == vol[j] else 0.0
                 room = max(cap * v, 0.0)
                 if abs(remaining) > room:
                     qty = _lots_down(math.copysign(room, remaining), acct[1], acct[2] != 0.0)
+                    working = True
+                    o_i[k, 4] = 1
             if qty != 0.0:
                 asked = qty
                 qty = _afford(j, qty, ref[j], vol[j], ref, pos, marks, state, cp, acct)
                 if qty != asked:
+                    working = False
                     e_i[ne, 0], e_i[ne, 1], e_i[ne, 2], e_i[ne, 3] = i, 3, 0, j
                     e_f[ne, 0], e_f[ne, 1], e_f[ne, 2] = asked, qty, ref[j]
                     ne += 1
-            pending[j] = -1
+            if not working:
+                pending[j] = -1
             if qty == 0.0:
-                o_i[k, 2] = 3  # cancelled
+                if not working and o_i[k, 2] == 0:
+                    o_i[k, 2] = 3  # cancelled
                 continue
             o_f[k, 1] += qty
             o_i[k, 2] = 1 if qty == remaining else 2
@@ -249,7 +264,8 @@ def _margin(i, phase, prices, vol, pos, marks, pending, state, cp, mm, o_i, f_i,
     for j in range(pos.shape[0]):
         k = pending[j]
         if k >= 0:
-            o_i[k, 2] = 3
+            if o_i[k, 2] == 0:
+                o_i[k, 2] = 3  # cancelled (a partly filled one stays partial)
             pending[j] = -1
     for j in range(pos.shape[0]):
         if pos[j] != 0.0 and prices[j] == prices[j]:
@@ -261,23 +277,30 @@ def _margin(i, phase, prices, vol, pos, marks, pending, state, cp, mm, o_i, f_i,
 @_njit(cache=True)
 def _kernel(o, c, v, w, elapsed, err_in, cp, acct, hold_on_error,  # noqa: C901 - one numba loop
             eq_out, cash_out, gross_out, net_out, costs_out, pre_out, pos_out, marks_out,
-            err_out, o_i, o_f, f_i, f_f, e_i, e_f):
-    """One run over T bars; returns (status, fail step, steps, fills, orders, events)."""
+            err_out, o_i, o_f, f_i, f_f, e_i, e_f, pending):
+    """One run over T bars; returns (status, fail step, steps, fills, orders, events).
+
+    ``pending`` (N, -1 = none) holds each symbol's working order; it is left as the run ended.
+    """
     t_len, n = c.shape
     cash0, lot, fractional, max_lev, mm, close_fill = (acct[0], acct[1], acct[2] != 0.0,
                                                         acct[3], acct[4], acct[5] != 0.0)
     pos = np.zeros(n)
     marks = np.full(n, np.nan)
-    pending = np.full(n, -1, np.int64)
     sized = np.zeros(n)
     target = np.zeros(n)
-    # cash, commission, spread, slippage, borrow
-    state = np.array([cash0, 0.0, 0.0, 0.0, 0.0])
+    # cash, commission, spread, slippage, borrow, bars per day (the impact's daily volume)
+    state = np.array([cash0, 0.0, 0.0, 0.0, 0.0, cp[7] if cp[7] == cp[7] else 1.0])
+    gap = np.inf
     nf = 0
     no = 0
     ne = 0
     last_costs = 0.0
     for i in range(t_len):
+        if i > 0 and 0.0 < elapsed[i] < gap:
+            gap = elapsed[i]
+            if cp[7] != cp[7]:
+                state[5] = max(1.0, _SESSION_NS / gap)
         has_pos = False
         for j in range(n):
             if pos[j] != 0.0:
@@ -365,21 +388,24 @@ def _kernel(o, c, v, w, elapsed, err_in, cp, acct, hold_on_error,  # noqa: C901 
             cap_lev = max(max_lev, held_gross / equity if equity > 0 else 0.0)
             if gross_t > 0 and (equity <= 0 or gross_t > cap_lev * equity * (1 + _TOL) + 1e-9):
                 return 5, i, i, nf, no, ne
-            created = False
             for j in range(n):
                 if w[i, j] != w[i, j]:
                     continue
                 if pending[j] >= 0:
-                    o_i[pending[j], 2] = 3
+                    o_i[pending[j], 2] = 4  # replaced by the new target
                     pending[j] = -1
                 delta = target[j] - pos[j]
                 if abs(delta) > 1e-12:
-                    o_i[no, 0], o_i[no, 1], o_i[no, 2], o_i[no, 3] = i, j, 0, -1
-                    o_f[no, 0], o_f[no, 1] = delta, 0.0
+                    o_i[no, 0], o_i[no, 1], o_i[no, 2], o_i[no, 3], o_i[no, 4] = i, j, 0, -1, 0
+                    o_f[no, 0], o_f[no, 1], o_f[no, 2] = delta, 0.0, target[j]
                     pending[j] = no
                     no += 1
-                    created = True
-            if close_fill and created:
+        if close_fill:  # new and working market orders execute at this close
+            waiting = False
+            for j in range(n):
+                if pending[j] >= 0:
+                    waiting = True
+            if waiting:
                 nf, ne = _execute(i, c[i], v[i], pos, marks, pending, state, cp, acct, o_i,
                                   o_f, f_i, f_f, nf, e_i, e_f, ne)
         equity = state[0]
@@ -455,30 +481,40 @@ def _simulate_one(o: np.ndarray, c: np.ndarray, v: np.ndarray, w: np.ndarray, p:
     elapsed = (np.full(t_len, 86_400e9) if elapsed_ns is None
                else np.ascontiguousarray(elapsed_ns, dtype=np.float64))
     cap = math.nan if p.participation_cap is None else float(p.participation_cap)
+    bpd = math.nan if p.bars_per_day is None else float(p.bars_per_day)
     cp = np.array([p.commission_fixed, p.commission_bps, p.half_spread_bps, p.slippage_bps,
-                   p.impact_coef, cap, p.borrow_bps_annual], dtype=np.float64)
+                   p.impact_y * p.impact_sigma, cap, p.borrow_bps_annual, bpd], dtype=np.float64)
     acct = np.array([p.initial_cash, p.lot_size, float(p.fractional), p.max_leverage,
                      p.maintenance_margin, float(p.fill == "close")], dtype=np.float64)
     err_in = _static_errors(w, c, p.allow_short)
     n_orders = int((~np.isnan(w)).sum())
-    cap_fills = 2 * n_orders + n + 1  # liquidations close at most what orders opened
+    fills_bound = n_orders
+    if p.participation_cap is not None:  # a working order may fill once a bar until replaced
+        given = ~np.isnan(w)
+        first = np.where(given.any(axis=0), given.argmax(axis=0), t_len)
+        fills_bound = max(n_orders, int((t_len - first).sum()))
+    cap_fills = 2 * fills_bound + n + 1  # liquidations close at most what orders opened
     per_step = {k: np.full(t_len, np.nan) for k in ("equity", "cash", "gross", "net", "costs",
                                                      "pre")}
     pos_out, marks_out = np.zeros((t_len, n)), np.full((t_len, n), np.nan)
     err_out = np.zeros(t_len, dtype=np.int64)
-    o_i, o_f = np.zeros((n_orders + 1, 4), np.int64), np.zeros((n_orders + 1, 2))
+    o_i, o_f = np.zeros((n_orders + 1, 5), np.int64), np.zeros((n_orders + 1, 3))
+    pending = np.full(n, -1, np.int64)
     f_i, f_f = np.zeros((cap_fills, 4), np.int64), np.zeros((cap_fills, 5))
     n_events = cap_fills + n_orders + 1  # liquidations, shrunk orders, ruin
     e_i, e_f = np.zeros((n_events, 4), np.int64), np.zeros((n_events, 3))
     status, fail, steps, nf, no, ne = _kernel(
         o, c, v, w, elapsed, err_in, cp, acct, hold_on_error, per_step["equity"],
         per_step["cash"], per_step["gross"], per_step["net"], per_step["costs"], per_step["pre"],
-        pos_out, marks_out, err_out, o_i, o_f, f_i, f_f, e_i, e_f)
+        pos_out, marks_out, err_out, o_i, o_f, f_i, f_f, e_i, e_f, pending)
     fills = {"step": f_i[:nf, 0], "order": f_i[:nf, 1], "col": f_i[:nf, 2], "reason": f_i[:nf, 3],
              "quantity": f_f[:nf, 0], "price": f_f[:nf, 1], "commission": f_f[:nf, 2],
              "spread_cost": f_f[:nf, 3], "slippage_cost": f_f[:nf, 4]}
+    working = np.zeros(no, dtype=bool)
+    working[pending[pending >= 0]] = True
     orders = {"step": o_i[:no, 0], "col": o_i[:no, 1], "status": o_i[:no, 2],
-              "fill_step": o_i[:no, 3], "quantity": o_f[:no, 0], "filled": o_f[:no, 1]}
+              "fill_step": o_i[:no, 3], "quantity": o_f[:no, 0], "filled": o_f[:no, 1],
+              "capped": o_i[:no, 4].astype(bool), "target": o_f[:no, 2], "working": working}
     events = {"step": e_i[:ne, 0], "kind": e_i[:ne, 1], "phase": e_i[:ne, 2],
               "col": e_i[:ne, 3], "equity": e_f[:ne, 0], "gross": e_f[:ne, 1],
               "filled": e_f[:ne, 1], "price": e_f[:ne, 2]}
@@ -666,6 +702,13 @@ def _result(sim: SimResult, w: np.ndarray, universe: tuple[str, ...], clock: np.
                       max_leverage=float(config.max_leverage))
         else:
             rec.event(step=at, time=clock[at], kind="ruin", equity=float(e["equity"][k]))
+    # capped targets still working when the run ended (the loop cancels them then)
+    last = sim.fail_step if sim.fail_step >= 0 else max(n - 1, 0)
+    for k in np.flatnonzero(o["working"] & o["capped"]).tolist():
+        j = int(o["col"][k])
+        rec.event(step=last, time=clock[last], kind="target_unreached", symbol=universe[j],
+                  target=float(o["target"][k]), held=float(sim.position[last, j]),
+                  remaining=float(o["quantity"][k] - o["filled"][k]))
     meta["seconds"] = round(_time.perf_counter() - started, 6)
     from tradesim.rewards.metrics import compute_metrics
 

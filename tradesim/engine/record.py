@@ -96,7 +96,7 @@ class RunResult:
     fills: pd.DataFrame
     trades: pd.DataFrame  # closed round trips (FIFO lots)
     decisions: pd.DataFrame  # journal: one row per decide call, incl. fallbacks and errors
-    events: pd.DataFrame  # liquidations, ruin, end-of-data cancellations
+    events: pd.DataFrame  # liquidations, ruin, shrunk orders, targets left unreached
     rewards: pd.Series  # per-step reward, stamped when the outcome became known
     metrics: dict[str, float] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)  # partial, error, stopped, agent, timings
@@ -365,6 +365,9 @@ class Recorder:
                                columns=list(self.symbols))
         rewards = pd.Series(book["reward"].to_numpy(), index=index, name="reward")
         fills_frame, trades = self._fill_tables(fills)
+        # targets the participation cap held back that the run ended before reaching
+        meta = {**meta, "targets_unreached": sum(
+            1 for e in self._events if e["kind"] == "target_unreached")}
         result = RunResult(
             config=config, fingerprints=dict(fingerprints), fill_mode=fill_mode, equity=equity,
             weights=weights, orders=orders, fills=fills_frame, trades=trades, decisions=decisions,

@@ -56,7 +56,7 @@ CREATE INDEX fills_step ON fills(step);
 CREATE INDEX decisions_step ON decisions(step);
 CREATE INDEX llm_time ON llm_calls(time);
 """),)
-TERMINAL = ("filled", "partial", "cancelled")
+TERMINAL = ("filled", "partial", "cancelled", "replaced")
 
 
 def _ns(t: Any) -> int | None:
@@ -288,7 +288,7 @@ class SessionStore:
         """Orders with an intent and no terminal status in the log."""
         return {int(i) for (i,) in self.db.execute(
             "SELECT order_id FROM orders WHERE order_id NOT IN (SELECT order_id FROM order_status "
-            "WHERE status IN ('filled', 'partial', 'cancelled'))")}
+            "WHERE status IN ('filled', 'partial', 'cancelled', 'replaced'))")}
 
     def client_order_ids(self) -> dict[int, str]:
         return {int(i): str(c) for i, c in self.db.execute(

@@ -78,7 +78,24 @@ def _header(meta: Mapping[str, Any]) -> str:
               *(f"LLM knowledge-cutoff leakage: {item}" for item in meta.get("leakage") or [])]
     warn = ("<ul class=warn id=warnings>" + "".join(f"<li>{escape_html(a)}</li>" for a in alerts)
             + "</ul>" if alerts else "")
-    return (f'<section id="run"><p>{stamp}</p>{warn}<table>{"".join(rows)}</table></section>')
+    return (f'<section id="run"><p>{stamp}</p>{_costs_line(meta)}{warn}'
+            f'<table>{"".join(rows)}</table></section>')
+
+
+def _costs_line(meta: Mapping[str, Any]) -> str:
+    """One line naming the run's cost model: commission, spread, impact formula and cap."""
+    config = meta.get("config")
+    costs = config.get("costs") if isinstance(config, Mapping) else meta.get("costs")
+    if not isinstance(costs, Mapping):
+        return ""
+    from tradesim.engine.costs import load_costs
+    from tradesim.errors import ConfigError
+
+    try:
+        text = load_costs(dict(costs)).describe()
+    except ConfigError:  # a record from an older cost model: show its fields as saved
+        text = ", ".join(f"{k} {v}" for k, v in costs.items())
+    return f'<p id="costs"><b>COST MODEL:</b> {escape_html(text)}</p>'
 
 
 def _fmt(key: str, value: float) -> str:

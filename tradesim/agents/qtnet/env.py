@@ -6,7 +6,8 @@ fractional); bar t+1 then charges the short-borrow fee, runs the margin check at
 (liquidating and cancelling the order), fills the order at open t+1 (participation cap in
 whole lots, reductions first, the rest shrunk to the cash and leverage available at the open,
 commission, half-spread, slippage and square-root impact on ``|Δposition|``), marks at close
-t+1 and runs the margin check at the close. Rewards come from
+t+1 and runs the margin check at the close. A target the cap held back keeps working on the
+next bars while the action for that asset is NaN (a hold); any number replaces it. Rewards come from
 :class:`tradesim.rewards.step.OnlineReward`. Ruin (equity <= 0) terminates with an extra
 ``ruin_penalty``; running out of data terminates after charging the cost of flattening the book
 (terminal mark-to-market); ``episode_len`` truncates. Done envs reset themselves.
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tradesim.agents.qtnet.features import FEATURES, make_features
 from tradesim.agents.qtnet.teachers import teacher_positions
 from tradesim.data.view import MarketData
-from tradesim.engine.costs import YEAR_NS, CostModel, load_costs
+from tradesim.engine.costs import SESSION_NS, YEAR_NS, CostModel, load_costs
 from tradesim.errors import ConfigError, DataQualityError
 from tradesim.rewards.step import OnlineReward, RewardSpec
 
@@ -197,10 +198,14 @@ class TradingEnv:
         self.equity = torch.zeros(b, dtype=dt, device=dev)
         self._close = torch.ones(b, n, dtype=dt, device=dev)  # close of bar t
         self._w = torch.zeros(b, n, dtype=dt, device=dev)  # book weights at close t
+        self._target = torch.zeros(b, n, dtype=dt, device=dev)  # working targets (shares)
+        self._gap = torch.full((b,), torch.inf, dtype=dt, device=dev)  # smallest bar spacing
         c = cfg.costs
+        self._bpd_fixed = c.bars_per_day
+        self._bpd = torch.full((b,), float(c.bars_per_day or 1.0), dtype=dt, device=dev)
         self._fixed, self._prop = c.commission_fixed, (c.commission_bps + c.half_spread_bps
                                                        + c.slippage_bps) * 1e-4
-        self._impact, self._cap = c.impact_coef, c.participation_cap
+        self._impact, self._cap = c.impact_scale, c.participation_cap
         self._borrow = c.borrow_bps_annual * 1e-4
 
     def _any(self, mask: torch.Tensor) -> bool:
@@ -240,6 +245,10 @@ class TradingEnv:
         close = self._bar(self.series * self._rows + self.t)[..., 3]
         self._close = torch.where(mask[:, None], close, self._close)
         self._w = torch.where(mask[:, None], 0.0, self._w)
+        self._target = torch.where(mask[:, None], 0.0, self._target)
+        self._gap = torch.where(mask, torch.inf, self._gap)
+        if self._bpd_fixed is None:
+            self._bpd = torch.where(mask, 1.0, self._bpd)
         self.reward_fn.reset(equity=self.equity, mask=mask)
 
     def observe(self) -> torch.Tensor:
@@ -280,7 +289,8 @@ class TradingEnv:
         if self._fixed:
             cost = cost + torch.where(q > 0, self._fixed, 0.0)
         if self._impact:
-            part = torch.where(volume > 0, q / volume.clamp_min(1e-300), 1.0)
+            day = volume * self._bpd[:, None]
+            part = torch.where(day > 0, q / day.clamp_min(1e-300), 1.0)
             cost = cost + notional * self._impact * part.clamp_max(1.0).sqrt()
         return cost.sum(-1)
 
@@ -291,8 +301,9 @@ class TradingEnv:
         return torch.trunc(qty / self.config.lot_size) * self.config.lot_size
 
     def _fill(self, delta: torch.Tensor, reduces: torch.Tensor, price: torch.Tensor,
-              volume: torch.Tensor) -> torch.Tensor:
-        """Book fills of ``delta`` at ``price`` as the broker does; returns their costs ``[B]``.
+              volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Book fills of ``delta`` at ``price`` as the broker does; returns their costs ``[B]``
+        and which fills were shrunk ``[B, N]`` (those orders end).
 
         Fills of orders that only reduce a position (``reduces``) go first; then each asset,
         shrunk to what the book can pay for at the fill price (:func:`tradesim.engine.costs.affordable_qty`).
@@ -303,6 +314,7 @@ class TradingEnv:
         self.cash = self.cash - (first * price).sum(-1) - cost
         self.position = pos + first
         rest = torch.where(reduces, 0.0, delta)
+        shrunk_all = torch.zeros_like(reduces)
         lev = self.config.max_leverage
         for j in range(self.n_assets):
             q = rest[:, j]
@@ -318,19 +330,21 @@ class TradingEnv:
             base = torch.where(opposite, 0.0, held.abs())
             rate = torch.full_like(size, self._prop)
             if self._impact:
-                part = torch.where(v > 0, size / v.clamp_min(1e-300), 1.0)
+                day = v * self._bpd
+                part = torch.where(day > 0, size / day.clamp_min(1e-300), 1.0)
                 rate = rate + self._impact * part.clamp_max(1.0).sqrt()
             room = lev * (equity - self._fixed - reduce * p * rate) - gross_rest - base * p
             most = room / (p * (1.0 + lev * rate))
             short = (size - reduce > 0) & (most < size - reduce)
             shrunk = torch.copysign(reduce + self._lots(most.clamp_min(0.0)), q)
+            shrunk_all[:, j] = short & (shrunk != q)
             q = torch.where(short, shrunk, q)
             c = self._costs(q[:, None], price[:, j:j + 1], volume[:, j:j + 1])
             self.cash = self.cash - q * p - c
             self.position = self.position.clone()
             self.position[:, j] = held + q
             cost = cost + c
-        return cost
+        return cost, shrunk_all
 
     def _margin(self, price: torch.Tensor, volume: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -350,17 +364,23 @@ class TradingEnv:
     def step(self, action: torch.Tensor, *, with_final_obs: bool = False) -> StepResult:
         """Act on the current bar's observation with ``action [B, N]``; advance one bar.
 
-        ``with_final_obs`` also returns the observations before done envs reset (to bootstrap
-        values of truncated episodes).
+        A NaN action holds that asset: its working target (one the participation cap held
+        back) keeps working. ``with_final_obs`` also returns the observations before done envs
+        reset (to bootstrap values of truncated episodes).
         """
         cfg = self.config
         row = self.series * self._rows + self.t
         close_t = self._close
         raw = self.action_weights(action) * (self.equity[:, None] / close_t)
-        target = raw if cfg.fractional else torch.trunc(raw / cfg.lot_size) * cfg.lot_size
+        sized = raw if cfg.fractional else torch.trunc(raw / cfg.lot_size) * cfg.lot_size
+        target = torch.where(action.isnan(), self._target, sized)
         delta = target - self.position
         delta = torch.where(delta.abs() > 1e-12, delta, 0.0)
         row1 = row + 1
+        if self._bpd_fixed is None:  # bars per day from the smallest spacing seen (as the account)
+            dt = self._dt_years.index_select(0, row1)
+            self._gap = torch.where(dt > 0, torch.minimum(self._gap, dt), self._gap)
+            self._bpd = (SESSION_NS / YEAR_NS / self._gap).clamp_min(1.0)
         bar = self._bar(row1)
         open_, close, volume = bar[..., 0], bar[..., 3], bar[..., 4]
         costs = torch.zeros_like(self.cash)
@@ -374,14 +394,20 @@ class TradingEnv:
             delta = torch.where(liq_open[:, None], 0.0, delta)
         pos = self.position  # orders that only reduce a position fill first (before the cap)
         reduces = (pos != 0) & ((pos > 0) != (delta > 0)) & (delta.abs() <= pos.abs())
+        cut = torch.zeros_like(reduces)
         if self._cap is not None:
             cap = self._cap * volume.clamp_min(0.0)
             capped = torch.clamp(delta, min=-cap, max=cap)
-            delta = torch.where(capped != delta, self._lots(capped), delta)
-        costs = costs + self._fill(delta, reduces, open_, volume)
-        _, c_liq = self._margin(close, volume)
+            cut = capped != delta
+            delta = torch.where(cut, self._lots(capped), delta)
+        c_fill, shrunk = self._fill(delta, reduces, open_, volume)
+        costs = costs + c_fill
+        working = cut & ~shrunk  # held back by the cap, not by cash: works on next bar
+        liq_close, c_liq = self._margin(close, volume)
         if c_liq is not None:
             costs = costs + c_liq
+            working = working & ~liq_close[:, None]
+        self._target = torch.where(working, target, self.position)
         self.t = self.t + 1
         self.equity = self.cash + (self.position * close).sum(-1)
         self._close, self._w = close, self._weights(close)
