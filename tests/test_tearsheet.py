@@ -126,3 +126,14 @@ def test_tearsheet_renders_in_headless_chromium(tmp_path: Path) -> None:
                     f"--screenshot={shot}", "--window-size=1200,3000", path.as_uri()],
                    check=True, timeout=60, capture_output=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_run_report_states_the_cost_model(tmp_path: Path) -> None:
+    from tradesim import BacktestConfig, run_backtest
+
+    config = BacktestConfig.build(agent="sma_cross", symbols=("ALPHA",), start="2018-01-01",
+                                  end="2018-06-30", costs="retail")
+    run_backtest(config=config, save_to=tmp_path / "run")
+    page = (tmp_path / "run" / "report.html").read_text()
+    line = page[page.index('id="costs"'):].split("</p>", 1)[0]
+    assert "sqrt" in line and "commission" in line
