@@ -121,6 +121,14 @@ def test_spliced_yahoo_downloads_are_found_by_verify_and_repaired(shared_data: P
     np.testing.assert_allclose(fixed.close, good.close, rtol=1e-6)  # the one-download series
     assert market.repairs[["symbol", "time", "check"]].values.tolist() == [
         ["AAPL", "2015-07-01", "adjustment_step"]]
+    from typer.testing import CliRunner
+
+    from tradesim.cli import app
+
+    shown = CliRunner().invoke(app, ["data", "verify", str(path), "--allow", "zero_volume",
+                                     "--allow", "missing_session"])
+    assert shown.exit_code == 1  # findings under --quality raise
+    assert "adjustment_step" in shown.output and "2015-07-01" in shown.output
 
 
 def test_goog_file_splice_is_verified_and_repaired_on_its_own(shared_data: Path) -> None:
