@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -61,13 +62,35 @@ def test_synth_cli_exports_valid_trl_formats_split_by_time_with_a_purge(run: Pat
     assert manifest["horizon"] == HORIZON and manifest["purge"] == PURGE
 
 
-def test_the_export_loads_with_datasets(run: Path, tmp_path: Path) -> None:
-    datasets = pytest.importorskip("datasets")
+def test_the_export_loads_with_datasets_offline(run: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each JSONL loads with datasets.load_dataset("json") and has the columns TRL reads."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def no_network(self: socket.socket, address: object) -> None:
+        raise AssertionError(f"datasets tried the network ({address})")
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    datasets = pytest.importorskip("datasets", reason="the dev extras install datasets")
     export([run], tmp_path, horizon=HORIZON, purge=PURGE, split=SPLIT)
-    for kind in ("sft", "preference", "reward"):
-        ds = datasets.load_dataset("json", data_files=str(tmp_path / "train" / f"{kind}.jsonl"),
-                                   split="train")
-        assert len(ds) > 0
+    want = {"sft": {"messages"}, "preference": {"prompt", "chosen", "rejected"},
+            "reward": {"prompt", "forward_return", "account_return", "label", "horizon"}}
+    for part in ("train", "test"):
+        for kind, columns in want.items():
+            path = tmp_path / part / f"{kind}.jsonl"
+            ds = datasets.load_dataset("json", data_files=str(path), split="train",
+                                       cache_dir=str(tmp_path / "hf-cache"))
+            assert len(ds) == len(path.read_text().splitlines()) > 0
+            assert columns <= set(ds.column_names)
+            conversations = [c for c in columns if c in ("messages", "prompt", "chosen",
+                                                          "rejected")]
+            for c in conversations:  # conversational: lists of {role, content}
+                turn = ds[0][c][0]
+                assert set(turn) == {"role", "content"} and isinstance(turn["content"], str)
+            if kind == "sft":
+                assert [m["role"] for m in ds[0]["messages"]][-1] == "assistant"
+            if kind == "reward":
+                assert ds.features["forward_return"].dtype in ("float64", "float32")
 
 
 def test_a_run_inside_the_models_knowledge_is_refused_unless_anonymised(run: Path,

@@ -33,13 +33,14 @@ _DAY = pd.Timedelta(days=1)
 
 def read_news(path: Path | str, *, columns: Mapping[str, str] | None = None,
               exchange: str = "XNYS", tz: str | None = None, dedupe: bool = True,
-              symbols: Collection[str] | None = None) -> News:
+              symbols: Collection[str] | None = None, symbol: str | None = None) -> News:
     """Read dated headlines (CSV or Parquet) into :class:`News` sorted by ``available_at``.
 
     ``columns`` maps fields (published_at, symbol, title, body, source) to the file's column
     names; unmapped fields are matched by common names (the Benzinga layout ``title, date,
     stock`` maps itself). Stamps need a zone unless ``tz`` is given. ``dedupe`` drops exact
-    duplicate items; ``symbols`` keeps only items tagged with one of them.
+    duplicate items; ``symbols`` keeps only items tagged with one of them. ``symbol`` tags every
+    item of a one-ticker file that has no symbol column (the FNSPID ``AA.csv`` articles).
     """
     path = Path(path)
     unknown = sorted(set(columns or {}) - set(NEWS_FIELDS))
@@ -48,6 +49,12 @@ def read_news(path: Path | str, *, columns: Mapping[str, str] | None = None,
                           f"{', '.join(NEWS_FIELDS)} and values the file's column names")
     frame, first_row = _read(path)
     names = _resolve(frame, columns=columns or {}, path=path)
+    if symbol is not None:
+        if "symbol" in names:
+            raise ConfigError(f"symbol={symbol!r} tags a file without a symbol column, but "
+                              f"{path} has one ({names['symbol']!r}); drop symbol=")
+        frame = frame.assign(_symbol=symbol)
+        names["symbol"] = "_symbol"
     stamps, is_dates = parse_stamps(frame[names["published_at"]], path=path, first_row=first_row,
                                     column=names["published_at"], tz=tz,
                                     midnight_is_date=False)

@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
 from tradesim.agents.group import roles
+from tradesim.agents.group.embed import TextEmbedder, load_embedder, situation_text
 from tradesim.agents.group.indicators import features, situation_vector, trailing_vol
 from tradesim.agents.group.memory import MEMORY_FILE, Experience, ReflectionMemory
 from tradesim.agents.group.reports import ReportSource, describe, report_score
@@ -37,7 +38,7 @@ from tradesim.contracts import (
     RunContext,
 )
 from tradesim.errors import ConfigError
-from tradesim.llm.gateway import CACHE_FILE, Gateway, GatewayConfig, LLMResult
+from tradesim.llm.gateway import CACHE_FILE, JOURNAL_FILE, Gateway, GatewayConfig, LLMResult
 from tradesim.llm.leakage import Anonymizer, leakage_flags, model_info
 
 STEPS_FILE = "tradinggroup_steps.jsonl"  # per-step trajectories, read by `tradesim synth`
@@ -82,6 +83,11 @@ class TradingGroup(BaseAgent):
                                          "to start from (refused if it holds outcomes realised "
                                          "after this run starts)")
         anonymize: bool = Field(False, description="hide tickers and dates from the model")
+        embeddings: Literal["none", "minilm"] = Field(
+            "none", description="text embeddings of the headlines and report read, blended "
+            "into memory retrieval (minilm: the group extra's all-MiniLM-L6-v2)")
+        text_weight: float = Field(0.5, ge=0, le=1, description="weight of the text "
+                                   "similarity against the numeric one in retrieval")
         gateway: GatewayConfig = Field(default_factory=lambda: _gateway_config(None))
 
         @field_validator("gateway", mode="before")
@@ -100,6 +106,7 @@ class TradingGroup(BaseAgent):
                                       fallback_days=self.p.report_fallback_days)
                          if self.p.reports else None)
         self._memory: ReflectionMemory | None = None
+        self._embedder: TextEmbedder | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._closed: Gateway | None = None
         self._reset()
@@ -118,6 +125,8 @@ class TradingGroup(BaseAgent):
         """A new run: fresh memory (in the run folder, else a temporary file), carry if asked."""
         super().start(context)
         self._reset()
+        if self._embedder is None and self.p.embeddings != "none":
+            self._embedder = load_embedder(self.p.embeddings)
         self._close_memory()
         if context.run_folder is not None:
             path = Path(context.run_folder) / MEMORY_FILE
@@ -231,8 +240,10 @@ class TradingGroup(BaseAgent):
             rscore, rsummary = report_score(c["reports"])
             c["report_out"] = {"score": rscore, "summary": rsummary, "path": "quant"}
             c["vec"] = situation_vector(c["feat"], news=score, report=rscore)
+        self._embed(ctx)
+        for c in ctx.values():
             direction, conf, tscore = roles.trend_quant(c["feat"])
-            exp = self._recall("trend", obs, c["vec"])
+            exp = self._recall("trend", obs, c["vec"], c["emb"])
             c["trend_exp"] = exp.note()
             conf, why = self._scaled(conf, exp)
             c["trend_out"] = {"direction": direction, "confidence": conf, "score": tscore,
@@ -295,7 +306,7 @@ class TradingGroup(BaseAgent):
             signal = roles.merge_signals(c["news_out"]["score"], c["report_out"]["score"],
                                          c["trend_out"]["score"])
             action, size, conf = roles.decision_quant(signal, style["style"])
-            exp = self._recall("decision", obs, c["vec"])
+            exp = self._recall("decision", obs, c["vec"], c["emb"])
             c["decision_exp"] = exp.note()
             note = ""
             same = [r for r in exp.similar if r.output.get("action") == action]
@@ -357,11 +368,11 @@ class TradingGroup(BaseAgent):
                        situation=c["vec"], inputs_digest=digest,
                        output={"direction": c["trend_out"]["direction"],
                                "confidence": round(c["trend_out"]["confidence"], 4)},
-                       direction=tdir, price=c["close"])
+                       direction=tdir, price=c["close"], embedding=c["emb"])
             memory.add(role="decision", symbol=s, time=obs.time, step=obs.step,
                        horizon=p.horizon, situation=c["vec"], inputs_digest=digest,
                        output={"action": d["action"], "size": round(size, 4)},
-                       direction=direction, price=c["close"])
+                       direction=direction, price=c["close"], embedding=c["emb"])
         _fit_gross(weights, obs, p.max_weight)
         for s in list(stops):
             if not weights.get(s):
@@ -378,12 +389,26 @@ class TradingGroup(BaseAgent):
 
     # --- helpers --------------------------------------------------------------------------
 
-    def _recall(self, role: str, obs: Observation, vec: np.ndarray) -> Experience:
+    def _recall(self, role: str, obs: Observation, vec: np.ndarray,
+                emb: np.ndarray | None = None) -> Experience:
         """Realised experience for ``role`` as of the decision time (empty without reflection)."""
         if not self.p.reflection:
             return Experience((), (), ())
         return self.memory.retrieve(role=role, as_of=obs.time, situation=vec,
-                                    k=self.p.memory_k)
+                                    k=self.p.memory_k, embedding=emb,
+                                    text_weight=self.p.text_weight)
+
+    def _embed(self, ctx: dict[str, dict[str, Any]]) -> None:
+        """Each symbol's situation text embedded in one batch (None without text or model)."""
+        texts = {s: situation_text([t for t, _ in c["news"]], c["report_out"]["summary"])
+                 if self._embedder is not None else None for s, c in ctx.items()}
+        wanted = [t for t in texts.values() if t is not None]
+        found: dict[str, np.ndarray] = {}
+        if self._embedder is not None and wanted:
+            found = dict(zip(wanted, self._embedder.embed(wanted)))
+        for s, c in ctx.items():
+            text = texts[s]
+            c["emb"] = found[text] if text is not None else None
 
     def _scaled(self, conf: float, exp: Experience) -> tuple[float, str]:
         """Forecast confidence scaled by the past hit rate in similar situations."""
@@ -438,7 +463,8 @@ class TradingGroup(BaseAgent):
         return meta
 
     def save_artifacts(self, folder: Path) -> list[Path]:
-        """Trajectories, settings, memory (and the LLM cache and journal) into ``folder``."""
+        """Trajectories, settings, memory (and the LLM cache and journal) into ``folder``, and
+        the team page ``tradinggroup.html`` (:mod:`tradesim.report.group`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         out = [folder / STEPS_FILE, folder / AGENT_FILE]
@@ -456,6 +482,10 @@ class TradingGroup(BaseAgent):
         if not self.p.quant_only:
             gw = self._gateway or self._closed or self.gateway
             out.extend(gw.save(folder)[::-1])
+        from tradesim.report.group import write_group_report  # a page: reads the files above
+
+        out.append(write_group_report(folder, steps_file=STEPS_FILE, memory_file=MEMORY_FILE,
+                                      settings_file=AGENT_FILE, journal_file=JOURNAL_FILE))
         return out
 
 

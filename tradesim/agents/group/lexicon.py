@@ -2,7 +2,8 @@
 
 Our own word lists in the spirit of Loughran-McDonald (financial, not general, polarity: "liability"
 or "tax" are not negative here). Scores are counts of positive minus negative stems over the
-matched words, with a negation flip for the word after "not", "no" or "never".
+matched words, with a negation flip for the word after "not", "no" or "never", and the ratings
+"strong buy" / "strong sell" read as one word.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ sank sinks crash crashed fraud fine fined penalty underweight downside disappoin
 disappointed disappoints volatile uncertainty
 """))
 
+# two-word ratings whose words alone cancel out ("strong" + "sell"); scored as one hit
+PHRASES: dict[str, str] = {"strong sell": "strongsell", "strong buy": "strongbuy"}
+POSITIVE = POSITIVE | {"strongbuy"}
+NEGATIVE = NEGATIVE | {"strongsell"}
+
 NEGATIONS: frozenset[str] = frozenset({"not", "no", "never", "without", "n't"})
 _WORD = re.compile(r"[a-z']+")
 
@@ -44,7 +50,10 @@ def score(text: str) -> tuple[float, float]:
     Polarity is (pos - neg) / (pos + neg); strength is how one-sided and how dense the hits
     are: |pos - neg| / (pos + neg + 1). No hit gives (0, 0).
     """
-    words = _WORD.findall(text.lower())
+    low = text.lower()
+    for phrase, token in PHRASES.items():
+        low = low.replace(phrase, token)
+    words = _WORD.findall(low)
     pos = neg = 0
     flip = False
     for w in words:

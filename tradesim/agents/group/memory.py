@@ -221,11 +221,15 @@ class ReflectionMemory:
         return done
 
     def retrieve(self, *, role: str, as_of: np.datetime64 | None, situation: np.ndarray,
-                 k: int = 5, latest: int = 1, embedding: np.ndarray | None = None) -> Experience:
+                 k: int = 5, latest: int = 1, embedding: np.ndarray | None = None,
+                 text_weight: float = 0.5) -> Experience:
         """The ``k`` most similar realised entries of ``role`` plus the latest wins and losses.
 
         ``as_of`` is the decision time: only outcomes realised by then are visible. ``None``
         disables that guard; nothing in the agent passes it (the lag-safety test shows why).
+        Similarity is ``1 / (1 + distance)`` of the situation vectors; with an ``embedding`` it
+        is blended ``(1 - text_weight) * numeric + text_weight * (1 + cosine) / 2`` (an entry
+        stored without text counts as cosine 0).
         """
         index = self._index.get(role)
         if index is None or not index.recalls:
@@ -238,11 +242,9 @@ class ReflectionMemory:
         vecs = index.matrix(n)
         d = np.linalg.norm(np.nan_to_num(vecs) - np.nan_to_num(situation)[None, :], axis=1)
         sims = 1.0 / (1.0 + d)
-        if embedding is not None:
-            for i in range(n):
-                e = index.embeddings[i]
-                if e is not None:
-                    sims[i] = _similarity(situation, vecs[i], embedding, e)
+        if embedding is not None and text_weight > 0:
+            sims = (1.0 - text_weight) * sims + text_weight * _text_similarity(
+                index.embeddings[:n], np.asarray(embedding, dtype=np.float64))
         recalls = index.recalls if n == len(index.recalls) else index.recalls[:n]
         if n > 4 * k:  # the k best by similarity, ties to the earlier entry
             top = np.argpartition(-sims, k - 1)[:k]
@@ -337,16 +339,15 @@ def _ns(t: object) -> int:
     return int(np.asarray(t).astype("datetime64[ns]").astype(np.int64))
 
 
-def _similarity(a: np.ndarray, b: np.ndarray, ea: np.ndarray | None,
-                eb: np.ndarray | None) -> float:
-    """1 / (1 + Euclidean distance) of the situations (NaN features count as 0), averaged
-    with the cosine similarity of text embeddings when both have one."""
-    if a.shape != b.shape:
-        return 0.0
-    d = float(np.linalg.norm(np.nan_to_num(a) - np.nan_to_num(b)))
-    sim = 1.0 / (1.0 + d)
-    if ea is not None and eb is not None and ea.shape == eb.shape:
-        denom = float(np.linalg.norm(ea) * np.linalg.norm(eb))
-        if denom > 0:
-            sim = 0.5 * sim + 0.5 * (float(ea @ eb) / denom + 1.0) / 2.0
-    return sim
+def _text_similarity(stored: list[np.ndarray | None], query: np.ndarray) -> np.ndarray:
+    """(1 + cosine) / 2 of each stored embedding with ``query`` (0.5 where none is stored)."""
+    qn = float(np.linalg.norm(query))
+    out = np.full(len(stored), 0.5)
+    if qn == 0:
+        return out
+    for i, e in enumerate(stored):
+        if e is not None and e.shape == query.shape:
+            en = float(np.linalg.norm(e))
+            if en > 0:
+                out[i] = (1.0 + float(e @ query) / (en * qn)) / 2.0
+    return out
