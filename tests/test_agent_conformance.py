@@ -61,7 +61,7 @@ def make(llm_server: FakeOpenAIServer, tmp_path: Path,
         "llm_analyst": {"every": 3, "gateway": {
             "provider": "openai", "base_url": llm_server.base_url, "mode": "live",
             "api_key_env": "TRADESIM_GOLDEN_KEY", "cache_path": str(tmp_path / "llm.sqlite")}},
-        "contest": {"every": 20, "gateway": {
+        "contest": {"every": 45, "samples": 1, "gateway": {
             "provider": "openai", "base_url": llm_server.base_url, "mode": "live",
             "api_key_env": "TRADESIM_GOLDEN_KEY", "cache_path": str(tmp_path / "contest.sqlite")}},
     }

@@ -9,17 +9,21 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from golden_runs import CHECKPOINT
+
 from tradesim.agents.contest import ContestAgent, ContestConfig, allocate, contest_allocations
 from tradesim.agents.contest.book import (
+    REALISE,
+    Scorer,
+    centred_scores,
     factor_rewards,
     feature_matrix,
     known_at,
     open_moves,
+    reference_rewards,
     signal_rewards,
 )
-from tradesim.agents.contest.predictor import PredictorConfig
+from tradesim.agents.contest.predictor import MuSigmaPredictor, PredictorConfig
 from tradesim.agents.registry import load_agent
 from tradesim.data.load import load_market
 from tradesim.data.view import MarketData
@@ -76,6 +80,77 @@ def test_features_at_a_step_use_only_rewards_realised_by_then() -> None:
     assert np.isnan(feats[1, 0]).all()  # nothing realised before step 2
 
 
+def _full_recompute(rewards: np.ndarray, *, config: ContestConfig, realise: int = REALISE,
+                    extra: np.ndarray | None = None,
+                    reference: np.ndarray | None = None) -> np.ndarray:
+    """The former scorer, kept as the oracle: at every step features, samples and the centred
+    window are recomputed over the whole history from rewards masked to what is known then."""
+    cfg, pc = config, config.predictor
+    out, model = [], None
+    for k in range(rewards.shape[0]):
+        R = known_at(rewards, k, realise=realise)
+        feats = feature_matrix(R, realise=realise, history=cfg.history)
+        if extra is not None:
+            feats = np.concatenate([feats, extra[: k + 1]], axis=2)
+        now = feats[k]
+        if not np.isfinite(now[:, :5]).all(axis=1).any():
+            out.append(np.full(R.shape[1], 1.0 / R.shape[1]))
+            continue
+        if cfg.scoring == "centred":
+            lo = max(0, k - realise - cfg.centred_window + 1)
+            hi = max(lo, k - realise + 1)
+            ref = reference[: k + 1][lo:hi] if reference is not None else np.zeros(hi - lo)
+            out.append(allocate(centred_scores(R[lo:hi], ref, cfg=cfg)))
+            continue
+        at = k - k % pc.refit_every
+        if pc.kind == "lightgbm" and (model is None or model[0] != at):
+            Ra = known_at(R, at, realise=realise)
+            X, y_mu, y_sd = [], [], []
+            for m in range(max(0, at - cfg.window), at - realise - cfg.horizon + 2):
+                for e in range(R.shape[1]):
+                    t = Ra[m: m + cfg.horizon, e]
+                    t = t[np.isfinite(t)]
+                    if t.shape[0] >= 2 and np.isfinite(feats[m, e, :5]).all():
+                        X.append(feats[m, e])
+                        y_mu.append(float(t.mean()))
+                        y_sd.append(float(t.std()))
+            Xa = np.asarray(X, dtype=float).reshape(len(X), feats.shape[2])
+            model = (at, MuSigmaPredictor.fit(Xa, np.asarray(y_mu), np.asarray(y_sd), config=pc))
+        if pc.kind == "lightgbm" and model is not None and model[1] is not None:
+            mu, sigma = model[1].predict(now)
+        else:
+            mu, sigma = now[:, 3], now[:, 4]
+        scores = mu / np.maximum(sigma, cfg.sigma_floor)
+        scores[~np.isfinite(now[:, :5]).all(axis=1)] = np.nan
+        out.append(allocate(scores))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("scoring,kind", [("sharpe", "lightgbm"), ("sharpe", "mean"),
+                                          ("centred", "mean")])
+def test_incremental_scorer_equals_the_full_recompute(scoring: str, kind: str) -> None:
+    rng = np.random.default_rng(3)
+    rewards = rng.normal(0.0005, 0.01, size=(90, 4))
+    rewards[rng.random(rewards.shape) < 0.08] = np.nan  # missing days take the window median
+    rewards[30:33, 2] = np.nan  # a whole empty window for one entrant
+    reference = rng.normal(0.0003, 0.008, size=90)
+    extra = rng.uniform(60, 100, size=(90, 4, 1))
+    config = ContestConfig(predictor=PredictorConfig(kind=kind, refit_every=4), scoring=scoring,
+                           window=40)
+    for ex in (None, extra):
+        scorer = Scorer(config)
+        new = np.stack([scorer.score(k, rewards, extra=ex, reference=reference).weights
+                        for k in range(90)])
+        old = _full_recompute(rewards, config=config, extra=ex, reference=reference)
+        np.testing.assert_array_equal(new, old)
+        assert (new.max(axis=1) < 1).any()  # past the warm-up: not all equal weights
+        # a scorer asked only every 7th step catches up and gives the same weights
+        sparse = Scorer(config)
+        for k in range(0, 90, 7):
+            np.testing.assert_array_equal(
+                sparse.score(k, rewards, extra=ex, reference=reference).weights, new[k])
+
+
 def test_lag_safety_a_reward_used_one_bar_early_changes_the_weights(market) -> None:
     agent = ContestAgent(**RULES, predictor="lightgbm", refit_every=3)
     simulate(config=_config("2018-01-01", "2018-06-30"), agent=agent, data=market)
@@ -92,6 +167,10 @@ def test_lag_safety_a_reward_used_one_bar_early_changes_the_weights(market) -> N
     honest = contest_allocations(signals, opens, config=config, realise=2)
     leaky = contest_allocations(signals, opens, config=config, realise=1)
     np.testing.assert_allclose(real, honest, atol=1e-12)
+    moves = open_moves(opens)
+    oracle = _full_recompute(signal_rewards(signals, moves), config=config,
+                             reference=reference_rewards(moves))
+    np.testing.assert_array_equal(real, oracle)  # the incremental agent = the full recompute
     assert not np.allclose(honest, leaky)  # so the agent's weights are those of the lag-safe path
     assert {h["how"] for h in state["history"]} >= {"warmup", "lightgbm"}
 
@@ -101,7 +180,7 @@ def test_rules_only_contest_runs_in_seconds(market) -> None:
     result = simulate(config=_config("2018-01-01", "2018-12-31"),
                       agent=load_agent("contest", **RULES), data=market)
     elapsed = time.perf_counter() - began
-    assert elapsed < 30, f"rules-only contest took {elapsed:.1f}s"
+    assert elapsed < 15, f"rules-only contest took {elapsed:.1f}s"
     assert np.isfinite(result.final_equity) and len(result.equity) > 240
     assert result.meta["contest"]["entrants"] == ["sma_cross", "macd", "momentum",
                                                   "buy_and_hold"]
@@ -187,3 +266,62 @@ def test_llm_teams_replay_with_zero_calls_fake_openai_server(market, tmp_path: P
     assert costs["team:data"]["prompt_tokens"] > 0 and costs["team:research"]["cost_usd"] > 0
     assert costs["research:growth"]["calls"] > 0 and costs["team:judges"]["calls"] > 0
     assert again.meta["contest"]["costs"]["total"]["model_calls"] == 0
+
+
+class OnlineLearner:
+    """A small entrant that learns online: long the first symbol while its own realised
+    returns sum to >= 0, else cash; it keeps every Feedback it is given."""
+
+    name = "online_learner"
+
+    def __init__(self, **params: Any) -> None:
+        self.seen: list[Any] = []
+        self.times: list[np.datetime64] = []
+        self.total = 0.0
+
+    def start(self, context: Any) -> None:
+        self.seen, self.times, self.total = [], [], 0.0
+
+    def decide(self, obs: Any) -> Any:
+        from tradesim.contracts import Decision
+
+        self.times.append(np.datetime64(obs.time, "ns"))
+        for fb in self.seen:  # delivered before this decision, never later than realised
+            assert fb.time <= obs.time
+        w = 1.0 if self.total >= 0 else 0.0
+        return Decision(weights={obs.universe[0]: w}, rebalance_missing=True)
+
+    def update(self, feedback: Any) -> None:
+        self.seen.append(feedback)
+        self.total += feedback.period_return
+
+    def stop(self, *, error: BaseException | None = None) -> None:
+        pass
+
+    def state(self) -> dict[str, Any]:
+        return {"total": self.total}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.total = float(state["total"])
+
+
+def test_a_learning_entrant_gets_its_own_feedback_once_realised(market) -> None:
+    agent = ContestAgent(entrants=["test_contest:OnlineLearner", "buy_and_hold"], **RULES,
+                         predictor="mean")
+    simulate(config=_config("2018-01-01", "2018-06-30"), agent=agent, data=market)
+    learner = agent.entrant_agents[0]
+    state = agent.state()
+    opens = np.asarray(state["opens"], dtype=float)
+    signals = np.asarray(state["signals"], dtype=float)
+    assert len(learner.seen) >= len(learner.times) - 3
+    for fb in learner.seen:  # decision j is reported at step j + 2, with its open-to-open return
+        j = learner.times.index(np.datetime64(fb.decision_time, "ns"))
+        assert fb.time == learner.times[j + REALISE]
+        move = opens[j + 2, 0] / opens[j + 1, 0] - 1
+        assert fb.period_return == pytest.approx(signals[j, 0, 0] * move, abs=1e-15)
+    held = signals[:, 0, 0]
+    assert (held == 0).any() and (held == 1).any()  # it acted on what it learned
+    quiet = ContestAgent(entrants=["test_contest:OnlineLearner"], **RULES, predictor="mean",
+                         entrant_feedback=False)
+    simulate(config=_config("2018-01-01", "2018-06-30"), agent=quiet, data=market)
+    assert quiet.entrant_agents[0].seen == []

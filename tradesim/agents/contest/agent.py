@@ -25,7 +25,8 @@ from tradesim.agents.contest.book import (
     Scorer,
     StepScores,
     factor_rewards,
-    open_moves,
+    move_between,
+    reference_rewards,
     signal_rewards,
 )
 from tradesim.agents.contest.predictor import PredictorConfig
@@ -114,6 +115,9 @@ class ContestAgent(BaseAgent):
         context_tokens: int = Field(28_000, ge=256, description="data agent input budget")
         factor_tokens: int = Field(4_000, ge=16, description="data agent output budget")
         charge_llm_cost: bool = Field(False, description="hold spent LLM dollars out of the market")
+        entrant_feedback: bool = Field(
+            True, description="deliver each entrant the Feedback of its own virtual book once "
+            "realised (decision j at step j+2), so entrants that learn online can learn")
         gateway: GatewayConfig = Field(default_factory=lambda: GatewayConfig.from_env())
 
         @field_validator("gateway", mode="before")
@@ -145,6 +149,8 @@ class ContestAgent(BaseAgent):
     _emitted: np.ndarray | None
     _universe: list[str]
     _entrants: list[Agent]
+    _rewards: list[np.ndarray]
+    _reference: list[float]
 
     def __init__(self, **params: Any) -> None:
         given = params.get("gateway")
@@ -190,13 +196,16 @@ class ContestAgent(BaseAgent):
         if not self._universe:
             self._universe = list(universe)
         self._opens.append([_open_at(obs, s) for s in universe])
+        self._realise(k)
+        if p.entrant_feedback:
+            self._feed_entrants(k, obs)
         calls: list[str] = []
         signals = [self._entrant_signal(i, e, obs) for i, e in enumerate(self._entrants)]
         extra_row: list[float] = []
         if self._teams is not None:
             decide_now = k % p.every == 0
             team = self._teams.step(obs, k=k, decide=decide_now, ratings_book=self._ratings,
-                                    opens=np.asarray(self._opens, dtype=float),
+                                    opens=self._opens,
                                     virtual=self._virtual[len(self._entrants):])
             calls.extend(team.call_ids)
             self._ratings.append(team.ratings)
@@ -267,6 +276,10 @@ class ContestAgent(BaseAgent):
         self._history = list(state["history"])
         self._factor_log = list(state.get("factors", []))
         self._universe = list(state.get("universe", []))
+        self._rewards, self._reference = [], []
+        self._scorer = Scorer(self.config, entrants=len(self.entrant_names))
+        for k in range(self._step):  # the realised rows again; the scorer catches up from them
+            self._realise(k)
         for e, s in zip(self._entrants, state["entrants"]):
             e.load_state(s)
 
@@ -335,6 +348,17 @@ class ContestAgent(BaseAgent):
         return per
 
     @property
+    def model_calls(self) -> int:
+        """Requests that reached a model this run (cache and replay hits do not count)."""
+        gw = self._gateway or self._closed
+        return int(gw.model_calls) if gw is not None else 0
+
+    def calls(self) -> list[Any]:
+        """The gateway journal's records of this run (messages, decision time, tag, usage)."""
+        gw = self._gateway or self._closed
+        return list(gw.journal.records) if gw is not None else []
+
+    @property
     def gateway(self) -> Gateway:
         """The gateway, built on first use (a rules-only contest never builds one)."""
         if self._gateway is None:
@@ -356,7 +380,9 @@ class ContestAgent(BaseAgent):
         self._entrants = getattr(self, "_entrants", [])
         self._virtual = []
         self._teams = None
-        self._scorer = Scorer(self.config)
+        self._rewards = []  # reward row j, realised at step j + REALISE
+        self._reference = []  # holding the universe: mean known move of row j
+        self._scorer = Scorer(self.config, entrants=len(self.entrant_names))
 
     def _build_entrants(self) -> list[Agent]:
         from tradesim.agents.registry import load_agent
@@ -398,23 +424,43 @@ class ContestAgent(BaseAgent):
         self._virtual[i] = new
         return new
 
+    @property
+    def entrant_agents(self) -> list[Agent]:
+        """The entrants of the current run, in the order of ``entrant_names``."""
+        return list(self._entrants)
+
+    def _feed_entrants(self, k: int, obs: Observation) -> None:
+        """Each entrant's Feedback for its signal of step ``k - REALISE``, realised now: the
+        open-to-open return of its virtual book (no fills, no costs: a book of weights)."""
+        j = k - REALISE
+        if j < 0 or j >= len(self._rewards):
+            return
+        decided = np.datetime64(self._history[j]["time"], "ns")
+        for i, entrant in enumerate(self._entrants):
+            r = float(self._rewards[j][i])
+            if not math.isfinite(r):
+                continue  # a suspect or unknown move: no outcome to report
+            entrant.update(Feedback(time=obs.time, decision_time=decided, fills=(),
+                                    equity=float(obs.portfolio.equity), period_return=r,
+                                    costs=0.0, reward=math.log1p(r) if r > -1 else -math.inf))
+
+    def _realise(self, k: int) -> None:
+        """At step ``k`` the move of decision ``k - REALISE`` is visible: its reward row (O(1))."""
+        j = k - REALISE
+        if j < 0 or j < len(self._rewards):
+            return
+        move = move_between(np.asarray(self._opens[k - 1], dtype=float),
+                            np.asarray(self._opens[k], dtype=float), reject=self.params.reject)
+        signals = np.asarray(self._signals[j], dtype=float)
+        self._rewards.append(signal_rewards(signals[None], move[None],
+                                            mode=self.params.reward)[0])
+        self._reference.append(float(reference_rewards(move[None])[0]))
+
     def _score(self, k: int) -> StepScores:
         """Entrants' scores at step ``k`` from rewards realised by now (lag-safe by construction:
-        the opens recorded so far end at this bar, so later moves are NaN)."""
-        opens = np.asarray(self._opens, dtype=float)
-        signals = np.asarray(self._signals, dtype=float)
-        moves = open_moves(opens, reject=self.params.reject)
-        rewards = signal_rewards(signals, moves, mode=self.params.reward)
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                reference = np.nanmean(moves, axis=1)
-        extra = None
-        if self._judges and self._judges[-1]:
-            extra = np.asarray(self._judges, dtype=float)[..., None]
-        return self._scorer.score(k, rewards, extra=extra, reference=reference)
+        reward rows exist only up to ``k - REALISE``, built from the opens seen so far)."""
+        extra = self._judges if self._judges and self._judges[-1] else None
+        return self._scorer.score(k, self._rewards, extra=extra, reference=self._reference)
 
     def _cash_kept(self, obs: Observation) -> float:
         """Fraction of equity left to invest after the LLM dollars spent (charge_llm_cost)."""

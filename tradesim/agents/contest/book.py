@@ -11,6 +11,8 @@ that realising one bar earlier (a leak) changes the weights.
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -30,11 +32,21 @@ def open_moves(opens: np.ndarray, *, reject: float = 0.40) -> np.ndarray:
     """[T, N] move of decision ``j``: ``open[j+2]/open[j+1]-1`` (NaN when unknown or |move| > reject)."""
     moves = np.full(opens.shape, np.nan)
     if opens.shape[0] >= 3:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            m = opens[2:] / opens[1:-1] - 1.0
-        m[~np.isfinite(m) | (np.abs(m) > reject)] = np.nan
-        moves[:-2] = m
+        moves[:-2] = move_between(opens[1:-1], opens[2:], reject=reject)
     return moves
+
+
+def move_between(before: np.ndarray, after: np.ndarray, *, reject: float = 0.40) -> np.ndarray:
+    """``after/before - 1`` element-wise; NaN where not finite or ``|move| > reject``.
+
+    At step ``k`` the move of decision ``k-2`` is ``move_between(open[k-1], open[k])``: the one
+    row the contest learns per step (the agent's incremental path and :func:`open_moves` share it).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.asarray(after, dtype=float) / np.asarray(before, dtype=float) - 1.0
+    m = np.atleast_1d(m)
+    m[~np.isfinite(m) | (np.abs(m) > reject)] = np.nan
+    return m
 
 
 def signal_rewards(signals: np.ndarray, moves: np.ndarray, *,
@@ -58,8 +70,13 @@ def factor_rewards(ratings: np.ndarray, opens: np.ndarray, *, mode: SignalReward
     ContestTrade: ``sum_{r>0} r * move / rated symbols with a price``; ``signed`` counts every
     rating (a "sell" on a riser costs), which is the centred alternative.
     """
-    moves = open_moves(opens, reject=math.inf) * 100.0
-    moves = np.clip(moves, -clip_pct, clip_pct)
+    moves = np.clip(open_moves(opens, reject=math.inf) * 100.0, -clip_pct, clip_pct)
+    return factor_reward_rows(ratings, moves, mode=mode)
+
+
+def factor_reward_rows(ratings: np.ndarray, moves: np.ndarray, *,
+                       mode: SignalReward = "positive_only") -> np.ndarray:
+    """[T, F] factor rewards of ratings [T, F, N] on clipped moves in percent [T, N]."""
     known = np.isfinite(moves)[:, None, :]
     rated = (ratings != 0) & known
     r = np.where(ratings > 0, ratings, 0.0) if mode == "positive_only" else ratings
@@ -89,18 +106,23 @@ def feature_matrix(rewards: np.ndarray, *, realise: int = REALISE, history: int 
     pad = np.full((realise + history - 1, E), np.nan)
     padded = np.concatenate([pad, rewards], axis=0)[: T + history - 1]
     win = sliding_window_view(padded, history, axis=0)  # [T, E, history]
-    win = np.array(win[:T], dtype=float)
-    empty = ~np.isfinite(win).any(axis=2)
-    with np.errstate(all="ignore"):
-        import warnings
+    return window_features(np.array(win[:T], dtype=float))
 
-        with warnings.catch_warnings():
+
+def window_features(win: np.ndarray) -> np.ndarray:
+    """[..., 5] mean1, mean3, std3, mean5, std5 of reward windows [..., history] (oldest first);
+    a missing reward takes its window's median, an all-missing window gives NaN."""
+    win = np.array(win, dtype=float)
+    finite = np.isfinite(win)
+    empty = ~finite.any(axis=-1)
+    if not finite.all():  # the median fills gaps only: skip it when there are none
+        with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(win, axis=2)
-    win = np.where(np.isfinite(win), win, med[..., None])
+            med = np.nanmedian(win, axis=-1)
+        win = np.where(finite, win, med[..., None])
     last3 = win[..., -3:]
-    feats = np.stack([win[..., -1], last3.mean(axis=2), last3.std(axis=2), win.mean(axis=2),
-                      win.std(axis=2)], axis=2)
+    feats = np.stack([win[..., -1], last3.mean(axis=-1), last3.std(axis=-1), win.mean(axis=-1),
+                      win.std(axis=-1)], axis=-1)
     feats[empty] = np.nan
     return feats
 
@@ -132,34 +154,51 @@ class StepScores:
 
 
 class Scorer:
-    """Scores entrants at step ``k`` from rewards known then; caches one model per refit step."""
+    """Scores entrants step by step from rewards known then, incrementally.
 
-    def __init__(self, config: ContestConfig, *, realise: int = REALISE) -> None:
+    Each step ``m`` it reads one reward row (``m - realise``, realised at ``m``) and one row of
+    extra features, and keeps every step's features: a score costs O(history), a refit
+    O(window), never the whole history. Steps must increase; a gap is caught up row by row, so
+    a fresh scorer given the stored rows (after ``load_state``) reaches the same numbers.
+    """
+
+    def __init__(self, config: ContestConfig, *, realise: int = REALISE,
+                 entrants: int | None = None) -> None:
         self.config = config
         self.realise = realise
+        self.entrants = entrants  # needed only when scoring starts before any reward row exists
         self._model: tuple[int, MuSigmaPredictor | None] | None = None
+        self._R: list[np.ndarray] = []  # reward rows j = 0 .. step - realise
+        self._ref: list[float] = []  # the reference policy's reward per row j (centred)
+        self._F: list[np.ndarray] = []  # features [E, 5 + X] at every step 0 .. step
+        self._k = -1
 
-    def score(self, k: int, rewards: np.ndarray, *, extra: np.ndarray | None = None,
-              reference: np.ndarray | None = None) -> StepScores:
-        """Scores at step ``k``; ``rewards`` [>=k+1, E] (rows not yet realised are masked here),
-        ``extra`` [>=k+1, E, X] features known at each step (judge scores), ``reference`` [>=k+1]
-        the reference policy's rewards for centred scoring."""
+    def score(self, k: int, rewards: Sequence[Any] | np.ndarray, *,
+              extra: Sequence[Any] | np.ndarray | None = None,
+              reference: Sequence[float] | np.ndarray | None = None) -> StepScores:
+        """Scores at step ``k``. ``rewards[j]`` is read only for ``j <= k - realise`` (later rows
+        may be absent or anything); ``extra[m]`` [E, X] are features known at step ``m`` (judge
+        scores); ``reference[j]`` the reference policy's reward of row ``j`` (centred scoring)."""
+        if k <= self._k:
+            raise ValueError(f"contest scorer: step {k} after step {self._k}; steps must increase")
+        for m in range(self._k + 1, k + 1):
+            self._advance(m, rewards, extra, reference)
         cfg = self.config
-        R = known_at(rewards, k, realise=self.realise)
-        E = R.shape[1]
-        feats = feature_matrix(R, realise=self.realise, history=cfg.history)
-        if extra is not None:
-            feats = np.concatenate([feats, np.asarray(extra[: k + 1], dtype=float)], axis=2)
-        now = feats[k]
+        now = self._F[k]
+        E = now.shape[0]
         nan = np.full(E, np.nan)
         if not np.isfinite(now[:, :5]).all(axis=1).any():
             return StepScores(nan, nan, nan, _warmup(E, cfg.warmup), "warmup")
         if cfg.scoring == "centred":
-            s = _centred(R, reference, k=k, realise=self.realise, cfg=cfg)
+            lo = max(0, k - self.realise - cfg.centred_window + 1)
+            recent = np.asarray(self._R[lo:], dtype=float).reshape(-1, E)
+            ref = (np.asarray(self._ref[lo:], dtype=float) if reference is not None
+                   else np.zeros(recent.shape[0]))
+            s = centred_scores(recent, ref, cfg=cfg)
             return StepScores(s, nan, nan, allocate(s), "centred")
-        model = self._fit(k, R, feats)
+        model = self._fit(k)
         if model is not None:
-            mu, sigma = model.predict(np.nan_to_num(now, nan=np.nan))
+            mu, sigma = model.predict(now)
             how = "lightgbm"
         else:
             mu, sigma = now[:, 3], now[:, 4]  # the mean fallback: mean5 / std5
@@ -168,7 +207,37 @@ class Scorer:
         scores[~np.isfinite(now[:, :5]).all(axis=1)] = np.nan
         return StepScores(scores, mu, sigma, allocate(scores), how)
 
-    def _fit(self, k: int, R: np.ndarray, feats: np.ndarray) -> MuSigmaPredictor | None:
+    def _advance(self, m: int, rewards: Sequence[Any] | np.ndarray,
+                 extra: Sequence[Any] | np.ndarray | None,
+                 reference: Sequence[float] | np.ndarray | None) -> None:
+        """Step ``m``: take reward row ``m - realise`` (now realised), then the features at m."""
+        j = m - self.realise
+        if j >= 0:
+            self._R.append(np.asarray(rewards[j], dtype=float).reshape(-1))
+            self._ref.append(float(reference[j]) if reference is not None else 0.0)
+        h = self.config.history
+        E = self._width(rewards)
+        win = np.full((E, h), np.nan)
+        last = self._R[max(0, len(self._R) - h):]
+        if last:
+            win[:, h - len(last):] = np.asarray(last, dtype=float).T
+        feats = window_features(win)
+        if extra is not None:
+            feats = np.concatenate([feats, np.asarray(extra[m], dtype=float).reshape(E, -1)],
+                                   axis=1)
+        self._F.append(feats)
+        self._k = m
+
+    def _width(self, rewards: Sequence[Any] | np.ndarray) -> int:
+        if self._R:
+            return int(self._R[0].shape[0])
+        if len(rewards):
+            return int(np.asarray(rewards[0], dtype=float).reshape(-1).shape[0])
+        if self.entrants is None:
+            raise ValueError("contest scorer: no reward row yet; pass entrants= to Scorer")
+        return self.entrants
+
+    def _fit(self, k: int) -> MuSigmaPredictor | None:
         """The predictor fitted at the latest refit step <= k on samples known then."""
         cfg, pc = self.config, self.config.predictor
         if pc.kind != "lightgbm":
@@ -176,10 +245,15 @@ class Scorer:
         at = k - k % pc.refit_every
         if self._model is not None and self._model[0] == at:
             return self._model[1]
-        Ra = known_at(R, at, realise=self.realise)
-        X, y_mu, y_sd = training_samples(Ra, feats[: at + 1], at=at, realise=self.realise,
-                                         horizon=cfg.horizon, window=cfg.window)
-        model = MuSigmaPredictor.fit(X, y_mu, y_sd, config=pc) if len(X) >= pc.min_samples else None
+        lo, last = max(0, at - cfg.window), at - self.realise - cfg.horizon + 1
+        if last < lo:
+            model = None
+        else:
+            R = np.asarray(self._R[lo: last + cfg.horizon], dtype=float)
+            F = np.asarray(self._F[lo: last + 1], dtype=float)
+            X, y_mu, y_sd = _samples(R, F, horizon=cfg.horizon)
+            model = (MuSigmaPredictor.fit(X, y_mu, y_sd, config=pc)
+                     if len(X) >= pc.min_samples else None)
         self._model = (at, model)
         return model
 
@@ -188,21 +262,33 @@ def training_samples(R: np.ndarray, feats: np.ndarray, *, at: int, realise: int,
                      window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features at m, mean and std of rewards m..m+horizon-1) for every m whose target is
     realised by step ``at`` (``m + horizon - 1 + realise <= at``), within the last ``window``."""
-    last = at - realise - horizon + 1
-    X, y_mu, y_sd = [], [], []
-    for m in range(max(0, at - window), last + 1):
-        target = R[m: m + horizon]  # [horizon, E]
-        for e in range(R.shape[1]):
-            f = feats[m, e]
-            t = target[:, e]
-            t = t[np.isfinite(t)]
-            if t.shape[0] < 2 or not np.isfinite(f[:5]).all():
-                continue
-            X.append(f)
-            y_mu.append(float(t.mean()))
-            y_sd.append(float(t.std()))
-    return (np.asarray(X, dtype=float).reshape(len(X), feats.shape[2]), np.asarray(y_mu),
-            np.asarray(y_sd))
+    lo, last = max(0, at - window), at - realise - horizon + 1
+    if last < lo:
+        return np.zeros((0, feats.shape[2])), np.zeros(0), np.zeros(0)
+    return _samples(np.asarray(R[lo: last + horizon], dtype=float),
+                    np.asarray(feats[lo: last + 1], dtype=float), horizon=horizon)
+
+
+def _samples(R: np.ndarray, F: np.ndarray, *, horizon: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Samples from reward rows ``R`` and the features ``F`` [M, E, X] of the first M of them,
+    ordered by step then entrant; a target needs two finite rewards and the base features."""
+    M, E = F.shape[0], F.shape[1]
+    if M == 0:
+        return np.zeros((0, F.shape[2])), np.zeros(0), np.zeros(0)
+    # targets [M, E, horizon], the horizon contiguous so each reduction matches a 1-D one
+    T = np.ascontiguousarray(sliding_window_view(R, horizon, axis=0)[:M])
+    finite = np.isfinite(T)
+    ok = (finite.sum(axis=2) >= 2) & np.isfinite(F[..., :5]).all(axis=2)
+    full = finite.all(axis=2)
+    y_mu, y_sd = np.full((M, E), np.nan), np.full((M, E), np.nan)
+    with np.errstate(all="ignore"):
+        y_mu[full] = T[full].mean(axis=1)
+        y_sd[full] = T[full].std(axis=1)
+    for m, e in zip(*np.nonzero(ok & ~full)):  # a gap in the target: its finite rewards only
+        t = T[m, e][finite[m, e]]
+        y_mu[m, e], y_sd[m, e] = float(t.mean()), float(t.std())
+    return (np.asarray(F[ok], dtype=float).reshape(-1, F.shape[2]), y_mu[ok], y_sd[ok])
 
 
 def allocate(scores: np.ndarray) -> np.ndarray:
@@ -216,17 +302,12 @@ def _warmup(n: int, how: str) -> np.ndarray:
     return np.full(n, 1.0 / n) if how == "equal" and n else np.zeros(n)
 
 
-def _centred(R: np.ndarray, reference: np.ndarray | None, *, k: int, realise: int,
-             cfg: ContestConfig) -> np.ndarray:
+def centred_scores(recent: np.ndarray, ref: np.ndarray, *, cfg: ContestConfig) -> np.ndarray:
     """Bounded, centred score in (-1, 1): 2 x preference_score - 1 of each entrant's annualised
-    Sharpe of its recent realised rewards against the reference's (0 = level with it)."""
-    lo = max(0, k - realise - cfg.centred_window + 1)
-    recent = R[lo: max(lo, k - realise + 1)]
-    ref = (np.asarray(reference[: k + 1], dtype=float)[lo: max(lo, k - realise + 1)]
-           if reference is not None else np.zeros(recent.shape[0]))
+    Sharpe of its recent realised rewards [W, E] against the reference's [W] (0 = level)."""
     ref_sharpe = _sharpe(ref)
-    out = np.full(R.shape[1], np.nan)
-    for e in range(R.shape[1]):
+    out = np.full(recent.shape[1], np.nan)
+    for e in range(recent.shape[1]):
         sh = _sharpe(recent[:, e])
         if math.isfinite(sh):
             pref = preference_score(value=sh, references={"reference": ref_sharpe if
@@ -244,6 +325,13 @@ def _sharpe(x: np.ndarray) -> float:
     return float(x.mean() / sd * math.sqrt(TRADING_DAYS)) if sd > 0 else 0.0
 
 
+def reference_rewards(moves: np.ndarray) -> np.ndarray:
+    """The reference policy's reward per row: holding the universe equally (mean known move)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.atleast_2d(moves), axis=1)
+
+
 def contest_allocations(signals: np.ndarray, opens: np.ndarray, *, config: ContestConfig,
                         realise: int = REALISE, reward: SignalReward = "signed",
                         reject: float = 0.40) -> np.ndarray:
@@ -254,13 +342,7 @@ def contest_allocations(signals: np.ndarray, opens: np.ndarray, *, config: Conte
     """
     moves = open_moves(opens, reject=reject)
     R = signal_rewards(signals, moves, mode=reward)
-    ref = np.where(np.isfinite(moves), moves, np.nan)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            reference = np.nanmean(ref, axis=1)
+    reference = reference_rewards(moves)
     scorer = Scorer(config, realise=realise)
     return np.stack([scorer.score(k, R, reference=reference).weights
                      for k in range(signals.shape[0])])

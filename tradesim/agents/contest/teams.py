@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from tradesim.agents.contest.book import ContestConfig, Scorer, factor_rewards
+from tradesim.agents.contest.book import (
+    REALISE,
+    ContestConfig,
+    Scorer,
+    factor_reward_rows,
+    move_between,
+)
 from tradesim.contracts import Observation
 from tradesim.llm.gateway import Gateway, LLMResult
 from tradesim.llm.schema import TradeDecision
@@ -66,10 +73,11 @@ class Teams:
         self.gateway = gateway
         self.data_config = ContestConfig(scoring="sharpe", history=params.history,
                                          horizon=params.horizon, window=params.window)
-        self._scorer = Scorer(self.data_config)
+        self._scorer = Scorer(self.data_config, entrants=len(params.data_agents))
+        self._rewards: list[np.ndarray] = []  # data-contest reward row j (realised at j + 2)
 
     def step(self, obs: Observation, *, k: int, decide: bool, ratings_book: list[Any],
-             opens: np.ndarray, virtual: list[np.ndarray]) -> TeamStep:
+             opens: Sequence[Sequence[float]], virtual: list[np.ndarray]) -> TeamStep:
         """One tick: on decision steps, factors -> ratings -> research (+ judges); else hold."""
         p = self.p
         n_sym, n_data = len(obs.universe), len(p.data_agents)
@@ -122,13 +130,19 @@ class Teams:
     # --- the data contest -----------------------------------------------------------------
 
     def _top_factors(self, k: int, book: list[Any], now: list[list[float]],
-                     opens: np.ndarray) -> list[int]:
+                     opens: Sequence[Sequence[float]]) -> list[int]:
         """Top k data agents by score on ratings realised by step k (warm-up: the first k)."""
         n = len(now)
-        rows = [r if len(r) == n else [[0.0] * len(now[0])] * n for r in book] + [now]
-        ratings = np.asarray(rows, dtype=float)
-        rewards = factor_rewards(ratings, opens[: len(rows)], mode=self.p.factor_reward)
-        scores = self._scorer.score(k, rewards).scores
+        for j in range(len(self._rewards), k - REALISE + 1):  # rows realised since last time
+            row = book[j] if j < len(book) else now
+            ratings = np.asarray(row if len(row) == n else [[0.0] * len(now[0])] * n,
+                                 dtype=float)
+            move = move_between(np.asarray(opens[j + 1], dtype=float),
+                                np.asarray(opens[j + 2], dtype=float), reject=math.inf) * 100.0
+            move = np.clip(move, -20.0, 20.0)
+            self._rewards.append(factor_reward_rows(ratings[None], move[None],
+                                                    mode=self.p.factor_reward)[0])
+        scores = self._scorer.score(k, self._rewards).scores
         order = sorted(range(n), key=lambda i: (-(scores[i] if math.isfinite(scores[i])
                                                   else -math.inf), i))
         return sorted(order[: self.p.top_k])
