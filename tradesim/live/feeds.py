@@ -191,12 +191,28 @@ def _epoch(t: np.datetime64) -> float:
 
 
 def yahoo_fetch(*, interval: str) -> Fetch:
-    """A :data:`Fetch` over yfinance (``YahooSource``), no cache: a poll must reach Yahoo."""
+    """A :data:`Fetch` over yfinance (``YahooSource``), no cache: a poll must reach Yahoo.
+
+    A symbol Yahoo does not know (HTTP 404: misspelt or delisted) is not a feed outage: it gets
+    no bars, so it is halted at every tick (and logged) while the rest of the universe trades,
+    instead of the whole feed retrying it forever. Rate limits, network and server errors still
+    raise, and the feed backs off.
+    """
     from tradesim.data.yahoo import YahooSource
+    from tradesim.errors import UnknownSymbolError
 
     src = YahooSource(retries=0)
+    unknown: set[str] = set()
 
     def fetch(symbol: str, start: np.datetime64, end: np.datetime64) -> Bars:
-        return src.load(symbol, interval=interval, start=start, end=end)
+        try:
+            return src.load(symbol, interval=interval, start=start, end=end)
+        except UnknownSymbolError as exc:
+            if symbol not in unknown:
+                unknown.add(symbol)
+                log.error("%s; it is halted until Yahoo knows it", exc)
+            return Bars.from_arrays(symbol=symbol, interval=interval, adjusted=src.auto_adjust,
+                                    source=src.name, time=np.empty(0, dtype="datetime64[ns]"),
+                                    open=[], high=[], low=[], close=[], volume=[])
 
     return fetch
