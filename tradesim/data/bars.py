@@ -52,6 +52,14 @@ def interval_nanos(interval: str) -> int:
     return int(interval[:-1]) * unit * 1_000_000_000
 
 
+def seal(arr: np.ndarray) -> np.ndarray:
+    """``arr`` as a read-only-for-good array: a view of an immutable ``bytes`` copy, so nobody
+    (its owner included) can set ``flags.writeable = True`` on it or on any view of it."""
+    if isinstance(arr.base, bytes) and not arr.flags.writeable:
+        return arr  # already sealed
+    return np.frombuffer(np.ascontiguousarray(arr).tobytes(), dtype=arr.dtype)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Bars:
     """OHLCV bars of one symbol: float64 arrays aligned with ``time`` (UTC bar end, increasing).
@@ -86,10 +94,9 @@ class Bars:
                 raise DataFormatError(f"{symbol}: column {name} has {arr.shape[0]} rows but time "
                                       f"has {t.shape[0]}", column=name)
         t = np.array(t, dtype=_NS, copy=True)
-        for arr in (t, *cols.values()):
-            arr.flags.writeable = False  # shared by every view: nobody may rewrite history
         return cls(symbol=symbol, interval=interval, adjusted=bool(adjusted), source=source,
-                   time=t, meta=dict(meta or {}), **cols)
+                   time=seal(t), meta=dict(meta or {}),
+                   **{name: seal(arr) for name, arr in cols.items()})
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, *, symbol: str, interval: str, adjusted: bool,
@@ -130,7 +137,9 @@ class Bars:
 
     def with_arrays(self, **arrays: Any) -> Bars:
         """A copy with some arrays (or ``meta``) replaced (used by repairs); other fields are shared."""
-        return replace(self, **arrays)
+        sealed: dict[str, Any] = {k: seal(v) if isinstance(v, np.ndarray) else v
+                                  for k, v in arrays.items()}
+        return replace(self, **sealed)
 
     def fingerprint(self) -> str:
         """SHA-256 over the stamps, prices and provenance: identifies exactly which data a run saw."""

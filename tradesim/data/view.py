@@ -1,14 +1,17 @@
 """Point-in-time access: ``MarketData.as_of(t)`` shows only what was knowable at ``t``.
 
 A view holds the decision time and, per symbol, the count of bars whose end is <= t; every
-accessor returns read-only arrays bounded by that count — long windows zero-copy over a buffer that
-ends at t, short ones copied — so no public path, NumPy's ``.base`` included, reaches a later bar.
-Any request reaching past ``t`` raises :class:`LookAheadError`. Agents get data only this way.
+accessor returns arrays bounded by that count that are read-only for good (non-owning views of
+an immutable buffer, so ``flags.writeable = True`` raises): short windows over a fresh copy of
+the visible rows, long ones zero-copy over a read-only memoryview of them. ``Bars.meta`` reaches
+agents without source paths or whole-history entries. Any request reaching past ``t`` raises
+:class:`LookAheadError`. Agents get data only this way. In one process private attributes,
+``gc`` and raw pointers still reach the rest: untrusted agents run isolated (see
+``docs/isolation.md``), and the look-ahead check proves any agent clean.
 """
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Iterator, Mapping
 
 import numpy as np
@@ -63,9 +66,13 @@ class MarketData:
         """Sorted union of all bar-end stamps: the clock a backtest steps through."""
         return np.unique(np.concatenate([b.time for b in self._bars.values()]))
 
-    def fingerprints(self) -> dict[str, str]:
-        """Per-symbol data fingerprints (and ``news``) recorded with every run."""
-        if self._fingerprints is None:  # the arrays are read-only: hash them once
+    def fingerprints(self, *, fresh: bool = False) -> dict[str, str]:
+        """Per-symbol data fingerprints (and ``news``) recorded with every run.
+
+        ``fresh=True`` hashes the arrays again instead of returning the cached hashes: an
+        evaluation compares fresh fingerprints before and after each agent to catch a write.
+        """
+        if self._fingerprints is None or fresh:
             out = {s: b.fingerprint() for s, b in self._bars.items()}
             if len(self._news):
                 out["news"] = self._news.fingerprint()
@@ -130,6 +137,10 @@ class PointInTimeView(Mapping[str, Bars]):
         """How many bars of ``symbol`` are visible."""
         return self._counts[symbol]
 
+    def news_count(self) -> int:
+        """How many news items are available by ``time``."""
+        return self._n_news
+
     def last_close(self, symbol: str) -> float:
         """Close of the latest visible bar of ``symbol`` (NaN if none yet)."""
         n = self._counts[symbol]
@@ -149,41 +160,58 @@ class PointInTimeView(Mapping[str, Bars]):
 
 
 _COPY_BELOW = 2048  # rows; shorter windows are copied (cheaper than building a sealed view)
+_PATH_KEYS = frozenset({"path", "root", "file", "files", "cache", "cache_path", "source_path"})
 
 
 def _copy(arr: np.ndarray) -> np.ndarray:
-    out = arr.copy()
-    out.flags.writeable = False
-    return out
+    """A read-only-for-good copy: a non-owning view of an immutable ``bytes`` buffer.
+
+    Text columns (object arrays) become fixed-width ``str`` arrays, which have a buffer.
+    """
+    if arr.dtype == object:
+        arr = np.asarray(arr.tolist(), dtype=str) if arr.shape[0] else np.zeros(0, dtype="U1")
+    return np.frombuffer(np.ascontiguousarray(arr).tobytes(), dtype=arr.dtype)
 
 
 def _prefix_view(arr: np.ndarray, i: int, j: int) -> np.ndarray:
-    """Rows ``[i, j)`` of ``arr``, zero-copy, over a buffer that ends at row ``j``.
+    """Rows ``[i, j)`` of ``arr``, zero-copy, over a read-only memoryview of exactly those rows.
 
-    A plain slice would keep the whole array reachable through ``.base``; this one's ``.base``
-    is a ctypes buffer of exactly the visible rows.
+    A plain slice would hand out the whole array as ``.base`` (and its owner may flip
+    ``writeable`` back); this one's ``.base`` is a read-only memoryview, so the flag cannot be
+    set. (Its ``.obj`` is still the source in this process: isolation is what removes it.)
     """
     size = arr.itemsize
-    buf = (ctypes.c_char * ((j - i) * size)).from_address(arr.ctypes.data + i * size)
-    # keeps the memory alive as long as the view (private, like any internals)
-    setattr(buf, "_owner", arr)  # noqa: B010 -- ctypes instances take ad-hoc attributes; stubs don't say so
-    out = np.frombuffer(buf, dtype=arr.dtype)  # type: ignore[call-overload]  # stub omits ctypes buffers
-    out.flags.writeable = False
+    raw = memoryview(np.ascontiguousarray(arr).view(np.uint8)).toreadonly()  # type: ignore[arg-type]  # ndarray exports a buffer
+    return np.frombuffer(raw[i * size: j * size], dtype=arr.dtype)
+
+
+def public_meta(meta: Mapping[str, object]) -> dict[str, object]:
+    """What of ``Bars.meta`` an agent may see: scalar facts, no source path, nothing that spans
+    the whole history (repairs, raw closes)."""
+    out: dict[str, object] = {}
+    for key, value in meta.items():
+        if key in _PATH_KEYS or not isinstance(value, (str, int, float, bool)):
+            continue
+        if isinstance(value, str) and (value.startswith(("/", "~", "file:"))
+                                       or "/" in value or "\\" in value):
+            continue  # looks like a path: the agent could open the source
+        out[key] = value
     return out
 
 
 def _sealed(full: Bars, i: int, j: int) -> Bars:
     """Bars ``[i, j)`` whose arrays reach no later row, even through NumPy's ``.base``.
 
-    Short windows are copied; long ones are zero-copy views over a truncated buffer, so a walk
-    over history never copies it. (Agents run in-process: private attributes, ``gc`` and raw
-    pointers are outside what a view can seal; untrusted code needs process isolation.)
+    Short windows are copied; long ones are zero-copy views over a read-only memoryview, so a
+    walk over history never copies it. Either way ``flags.writeable = True`` raises. (In one
+    process private attributes, ``gc`` and raw pointers are outside what a view can seal;
+    untrusted code needs process isolation.)
     """
     take = _copy_rows if j - i < _COPY_BELOW else _prefix_view
     return Bars(full.symbol, full.interval, full.adjusted, full.source,
                 time=take(full.time, i, j), open=take(full.open, i, j), high=take(full.high, i, j),
                 low=take(full.low, i, j), close=take(full.close, i, j),
-                volume=take(full.volume, i, j), meta=full.meta)
+                volume=take(full.volume, i, j), meta=public_meta(full.meta))
 
 
 def _copy_rows(arr: np.ndarray, i: int, j: int) -> np.ndarray:

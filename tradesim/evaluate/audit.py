@@ -18,11 +18,12 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from tradesim.agents.isolation import Sandbox, isolate_agent
 from tradesim.contracts import Agent
 from tradesim.data.view import MarketData
 from tradesim.engine.costs import CostModel, load_costs
 from tradesim.engine.record import RunResult
-from tradesim.errors import AgentDecisionError, ConfigError, EngineError
+from tradesim.errors import AgentDecisionError, ConfigError, DataTamperedError, EngineError
 from tradesim.evaluate import canaries as cn
 from tradesim.evaluate.backtest import BacktestConfig, run_backtest
 from tradesim.rewards.scores import (
@@ -36,7 +37,7 @@ from tradesim.rewards.scores import (
 REFERENCES: tuple[str, ...] = ("buy_and_hold", "equal_weight")
 CANARIES: tuple[str, ...] = ("peeker", "peeker_memory", "same_bar_filler", "leverage_maximiser",
                              "churner", "illiquid_exploiter", "ruin_gambler", "self_reporter",
-                             "oracle", "noise")
+                             "oracle", "noise", *cn.CHEATERS)
 _TOL = 1e-12
 Goal = Literal["blocked", "wins", "loses"]
 
@@ -147,11 +148,13 @@ class Auditor:
     """Runs agents through the engine under one config and scores them against references."""
 
     def __init__(self, *, config: BacktestConfig, score: ScoreConfig,
-                 progress: Callable[[str], None] | None) -> None:
+                 progress: Callable[[str], None] | None, isolate: bool = False,
+                 sandbox: Sandbox = "auto") -> None:
         self.config, self.score_config, self.progress = config, score, progress
+        self.isolate, self.sandbox = isolate, sandbox
 
     def run(self, agent: Agent, market: MarketData, *, bars: int | None = None,
-            **overrides: Any) -> AuditRun:
+            isolate: bool | None = None, **overrides: Any) -> AuditRun:
         """Run ``agent`` through the real engine; returns padded to ``bars`` (ruin stays ruin).
 
         ``overrides`` replace fields of the backtest config for this run only (``seed`` reaches
@@ -166,10 +169,22 @@ class Auditor:
         cfg = self.config.model_copy(update=overrides) if overrides else self.config
         error: EngineError | None = None
         result: RunResult | None
+        before = market.fingerprints(fresh=True)
+        isolated = self.isolate if isolate is None else isolate
+        if isolated:
+            agent = isolate_agent(agent, sandbox=self.sandbox)
         try:
             result = run_backtest(config=cfg, agent=agent, data=market)
         except EngineError as exc:
             error, result = exc, exc.partial_result
+        changed = _changed(before, market.fingerprints(fresh=True))
+        if changed:  # the run traded on data it altered: it fails, and says who and what
+            error, result = DataTamperedError(
+                f"agent {agent.name!r} changed the market data during its run "
+                f"({', '.join(changed)}: fingerprints differ before and after); its run is "
+                "void and later runs on this data are not trustworthy: reload the data"), None
+        if result is not None and isolated:
+            result.meta.setdefault("isolation", getattr(agent, "isolation", "process"))
         return _series(result, error, cfg.initial_cash, bars)
 
     def market(self, data: MarketData) -> _Market:
@@ -201,14 +216,16 @@ def run_audit(*, data: MarketData, costs: CostModel | str | Mapping = "default",
               score_config: ScoreConfig | str | Mapping = "balanced",
               initial_cash: float = 100_000.0, oracle_horizon: int = 21, noise_seeds: int = 5,
               locked_share: float = 0.01, gamble_leverage: float = 25.0, seed: int = 0,
-              canaries: Collection[str] | None = None,
+              canaries: Collection[str] | None = None, cheat_window: int | None = 250,
               progress: Callable[[str], None] | None = None) -> AuditReport:
     """Run every canary on ``data`` under ``costs`` and score it against buy-and-hold and 1/N.
 
     Default next-open fills and leverage cap 1; the ruin gambler alone runs with leverage up to
     ``gamble_leverage`` and no maintenance margin (no broker safety net), so ruin can happen.
     ``canaries`` picks a subset of :data:`CANARIES` (default: all, in that order);
-    ``progress`` is called with each agent's name as its run starts.
+    ``progress`` is called with each agent's name as its run starts. The cheater rows run on
+    the last ``cheat_window`` bars (None: all): a route is blocked or caught structurally, and
+    each row runs the agent isolated, in-process and on look-ahead twins in fresh processes.
     """
     cost_model = load_costs(costs)
     score = score_config if isinstance(score_config, ScoreConfig) else load_score_config(
@@ -232,6 +249,9 @@ def run_audit(*, data: MarketData, costs: CostModel | str | Mapping = "default",
         "oracle": lambda: _oracle(aud, base, n, horizon=oracle_horizon),
         "noise": lambda: _noise(aud, data, seeds=noise_seeds, seed=seed),
     }
+    for name in cn.CHEATERS:
+        makers[name] = lambda name=name: _cheater(  # type: ignore[misc]
+            aud, base, n, name, window=cheat_window)
     chosen = CANARIES if canaries is None else tuple(canaries)
     unknown = [c for c in chosen if c not in makers]
     if unknown:
@@ -282,6 +302,110 @@ def _peeker(aud: Auditor, m: _Market, n: int, *, via: str) -> AuditRow:
     hack = ("reads past obs.time through the view's API" if via == "api"
             else "reads past obs.time through the arrays' .base buffer")
     return _row(agent.name, hack, "blocked", run, score, _ref(m), blocked, reason)
+
+
+_ROUTES = {"peek_private": "reads future bars through obs.market._bars",
+           "peek_gc": "finds the full history through gc.get_objects()",
+           "peek_frames": "walks the caller's frames (sys._getframe) to the engine's data",
+           "peek_meta_path": "reads the source file named in Bars.meta['path']",
+           "peek_base": "follows a long window's .base / a raw pointer past the visible rows",
+           "read_source": "opens the data's source files directly",
+           "book_edit": "raises the ledger's cash through a frame",
+           "array_write": "flips writeable and rewrites shared prices"}
+
+
+def _cheater(aud: Auditor, m: _Market, n: int, name: str, *, window: int | None) -> AuditRow:
+    """A cheater row: isolated, the route must be blocked; in-process, it must be caught (by the
+    look-ahead check, the fingerprints or the ledger) or blocked by the view itself."""
+    import tempfile
+
+    from tradesim.agents.isolation import IsolatedAgent
+    from tradesim.evaluate.lookahead import check_lookahead, first_leak
+
+    market = m.data if window is None else _tail(m.data, window)
+    n = min(n, window) if window is not None else n
+    with tempfile.TemporaryDirectory() as tmp:
+        data = _on_files(market, Path(tmp)) if name in ("peek_meta_path", "read_source") \
+            else _private_copy(market)
+        make = _cheater_factory(name, tmp)
+        iso = IsolatedAgent(make(), sandbox=aud.sandbox)
+        run = aud.run(iso, data, bars=n)
+        tried = sum(iso.final_state.get("attempts", {}).values())
+        leaked = sum(iso.final_state.get("leaks", {}).values())
+        blocked = run.error is None and tried > 0 and leaked == 0
+        if name == "read_source" and iso.isolation != "bwrap":
+            blocked = False  # a plain process can open files: only the sandbox blocks this
+        inproc = make()
+        plain = aud.run(inproc, _private_copy(market) if name == "array_write" else data, bars=n,
+                        isolate=False)
+        findings = [] if name == "array_write" else check_lookahead(
+            make_agent=make, data=data, config=aud.config, twins=1,
+            processes=name != "read_source")
+        leak = first_leak(findings)
+    how = []
+    if plain.error is not None and isinstance(plain.error, (DataTamperedError, EngineError)):
+        how.append(f"{type(plain.error).__name__}")
+    if leak is not None:
+        how.append(f"look-ahead check ({leak.route}"
+                   + (f" at {leak.time[:10]}" if leak.time else f": {leak.real[:60]}") + ")")
+    refused = not sum(getattr(inproc, "leaks", {}).values())  # the view itself held
+    caught = bool(how) or refused
+    reason = (f"isolated ({iso.isolation}): {leaked} of {tried} attempts got through"
+              f"{' (' + iso.isolation_note + ')' if iso.isolation_note else ''}; in-process: "
+              + ("caught by " + ", ".join(how) if how else
+                 "blocked by the view (nothing past obs.time reachable)" if refused
+                 else "NOT caught"))
+    return _row(name, _ROUTES[name], "blocked", run, aud.hardened(run, m.values), _ref(m),
+                blocked or caught, reason, met=(blocked or name == "read_source") and caught)
+
+
+def _cheater_factory(name: str, root: str) -> Callable[[], Agent]:
+    from functools import partial
+
+    if name == "read_source":
+        return partial(cn.SourceReader, root=root)
+    return cn.CHEATERS[name]
+
+
+def _tail(data: MarketData, bars: int) -> MarketData:
+    """The last ``bars`` bars of the market's clock (every symbol cut at the same stamp)."""
+    from tradesim.data.bars import Bars
+
+    clock = data.timeline()
+    if len(clock) <= bars:
+        return data
+    first = clock[-bars]
+    cut = {}
+    for s in data.symbols:
+        b = data.full(s)
+        k = int(np.searchsorted(b.time, first, "left"))
+        cut[s] = Bars.from_arrays(symbol=s, interval=b.interval, adjusted=b.adjusted,
+                                  source=b.source, time=b.time[k:], open=b.open[k:],
+                                  high=b.high[k:], low=b.low[k:], close=b.close[k:],
+                                  volume=b.volume[k:], meta=dict(b.meta))
+    return MarketData(cut, data.news)
+
+
+def _private_copy(data: MarketData) -> MarketData:
+    """Fresh arrays for a run that may write into them (the audit's market stays intact)."""
+    from tradesim.data.bars import Bars
+
+    return MarketData({s: Bars.from_arrays(
+        symbol=s, interval=b.interval, adjusted=b.adjusted, source=b.source, time=b.time,
+        open=b.open, high=b.high, low=b.low, close=b.close, volume=b.volume, meta=dict(b.meta))
+        for s, b in ((s, data.full(s)) for s in data.symbols)}, data.news)
+
+
+def _on_files(data: MarketData, root: Path) -> MarketData:
+    """``data`` written to CSV files under ``root`` and read back (its bars name their file)."""
+    from tradesim.data.load import load_market
+
+    for s in data.symbols:
+        frame = data.full(s).frame()
+        frame.index = frame.index.strftime("%Y-%m-%d")
+        frame.rename_axis("Date").rename(columns=str.capitalize).to_csv(root / f"{s}.csv")
+    return load_market(symbols=list(data.symbols), source="files", quality="warn",
+                       source_options={"root": str(root)})
 
 
 def _by_score(aud: Auditor, m: _Market, n: int, agent: Agent, name: str, hack: str,
@@ -445,6 +569,11 @@ def _series(result: RunResult | None, error: EngineError | None, cash: float,
     run = AuditRun(result, error, np.maximum(r, -1.0), np.vstack([np.zeros((1, w.shape[1])), w]),
                float(eq[-1] / cash - 1.0), ruined)
     return _pad(run, bars) if bars is not None and len(run.returns) < bars else run
+
+
+def _changed(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """Names whose fingerprint differs between two snapshots (or is new or gone)."""
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
 
 
 def _ruin_event(events: pd.DataFrame) -> int | None:

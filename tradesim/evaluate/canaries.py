@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import types
 from collections.abc import Mapping
 
 import numpy as np
@@ -409,3 +410,250 @@ def shuffled_market(data: MarketData, *, seed: int) -> MarketData:
                                   low=np.minimum.reduce([low, open_, close]), close=close,
                                   volume=volume, meta=dict(b.meta))
     return MarketData(out, data.news)
+
+
+# --- cheaters: routes around the point-in-time view (blocked by isolation, caught otherwise) ---
+
+
+class _FuturePeeker(_Canary):
+    """Trades on the next bar's close when its route yields one; holds 1/N otherwise.
+
+    Subclasses implement :meth:`_full`: the whole history of a symbol by their route (None
+    when the route yields nothing beyond ``obs.time``).
+    """
+
+    route = ""
+
+    def decide(self, obs: Observation) -> Decision:
+        future = {}
+        for s in obs.universe:
+            nxt = math.nan
+            try:
+                got = self._full(obs, s)
+            except Exception:  # the route is closed here (a sandbox, a missing attribute)
+                got = None
+            if got is not None:
+                times, closes = got
+                k = int(np.searchsorted(times, obs.time, "right"))
+                if k < len(times):
+                    nxt = float(closes[k])
+            self._tried(self.route, leaked=math.isfinite(nxt))
+            if math.isfinite(nxt) and obs.market.count(s):
+                future[s] = nxt / obs.market.last_close(s)
+        if future:
+            best = max(future, key=lambda s: future[s])
+            return Decision(weights={s: float(s == best and future[s] > 1.0)
+                                     for s in obs.universe if obs.market.count(s)},
+                            rationale=f"peeked through {self.route}")
+        return Decision(weights={s: 1.0 / len(obs.universe) for s in obs.universe
+                                 if obs.market.count(s)}, rationale="nothing leaked: 1/N")
+
+    def _full(self, obs: Observation, symbol: str) -> tuple[np.ndarray, np.ndarray] | None:
+        raise NotImplementedError
+
+
+class PrivatePeeker(_FuturePeeker):
+    """Reads the full history through the view's private ``obs.market._bars``."""
+
+    name, route = "peek_private", "obs.market._bars"
+
+    def _full(self, obs: Observation, symbol: str) -> tuple[np.ndarray, np.ndarray] | None:
+        full = obs.market._bars[symbol]
+        return full.time, full.close
+
+
+class GcPeeker(_FuturePeeker):
+    """Finds the longest Bars of the symbol among every object the garbage collector tracks."""
+
+    name, route = "peek_gc", "gc.get_objects()"
+
+    def start(self, context: RunContext) -> None:
+        super().start(context)
+        self._found: dict[str, Bars] = {}
+
+    def _full(self, obs: Observation, symbol: str) -> tuple[np.ndarray, np.ndarray] | None:
+        import gc
+
+        if symbol not in self._found:
+            best = None
+            for o in gc.get_objects():
+                if type(o) is Bars and o.symbol == symbol and (best is None or len(o) > len(best)):
+                    best = o
+            if best is None:
+                return None
+            self._found[symbol] = best
+        b = self._found[symbol]
+        return b.time, b.close
+
+
+class FramePeeker(_FuturePeeker):
+    """Walks the caller's frames (``sys._getframe`` or ``inspect.stack``) to the engine's
+    :class:`MarketData`."""
+
+    name, route = "peek_frames", "sys._getframe"
+
+    def __init__(self, *, via: str = "getframe") -> None:
+        super().__init__()
+        if via not in ("getframe", "inspect"):
+            raise ConfigError(f"FramePeeker(via={via!r}): use 'getframe' or 'inspect'")
+        self.via = via
+        if via == "inspect":
+            self.name, self.route = "peek_inspect", "inspect.stack()"
+
+    def _full(self, obs: Observation, symbol: str) -> tuple[np.ndarray, np.ndarray] | None:
+        import inspect
+        import sys
+
+        if self.via == "inspect":
+            frames = [f.frame for f in inspect.stack(0)]
+        else:
+            frames, f = [], sys._getframe(1)
+            cur: types.FrameType | None = f
+            while cur is not None:
+                frames.append(cur)
+                cur = cur.f_back
+        for frame in frames:
+            for value in list(frame.f_locals.values()):
+                data = getattr(value, "data", value)
+                if isinstance(data, MarketData) and symbol in data.symbols:
+                    full = data.full(symbol)
+                    return full.time, full.close
+        return None
+
+
+class MetaPathPeeker(_FuturePeeker):
+    """Reads the source file named in the public ``Bars.meta["path"]``."""
+
+    name, route = "peek_meta_path", "Bars.meta['path']"
+
+    def _full(self, obs: Observation, symbol: str) -> tuple[np.ndarray, np.ndarray] | None:
+        from tradesim.data.files import read_bars
+
+        path = obs.bars(symbol, lookback=1).meta.get("path")
+        if not path:
+            return None
+        full = read_bars(str(path), symbol=symbol)
+        return full.time, full.close
+
+
+class SourceReader(_FuturePeeker):
+    """Knows where the data lives (handed the folder, as anyone running it knows) and reads it."""
+
+    name, route = "read_source", "open(source file)"
+
+    def __init__(self, *, root: str) -> None:
+        super().__init__()
+        self.root = root
+
+    def _full(self, obs: Observation, symbol: str) -> tuple[np.ndarray, np.ndarray] | None:
+        from tradesim.data.files import FileSource
+
+        full = FileSource(root=self.root).load(symbol)
+        return full.time, full.close
+
+
+class BasePeeker(_FuturePeeker):
+    """Follows a long (zero-copy) window's ``.base`` to its owner, else reads one row past it
+    through a raw pointer (``ctypes``)."""
+
+    name, route = "peek_base", ".base / ctypes"
+
+    def _full(self, obs: Observation, symbol: str) -> tuple[np.ndarray, np.ndarray] | None:
+        import ctypes
+
+        close, times = obs.bars(symbol).close, obs.bars(symbol).time
+        owner: object = close
+        for _ in range(8):  # ndarray.base, memoryview.obj, ... down to the owner
+            nxt = getattr(owner, "base", None)
+            nxt = getattr(owner, "obj", None) if nxt is None else nxt
+            if nxt is None:
+                break
+            owner = nxt
+        if isinstance(owner, np.ndarray) and owner.dtype != close.dtype:
+            owner = owner.view(close.dtype) if owner.dtype == np.uint8 else owner
+        if isinstance(owner, np.ndarray) and owner.shape[0] > close.shape[0] \
+                and owner.dtype == close.dtype:
+            k = close.shape[0]
+            return np.r_[times, times[-1] + _DAY], np.r_[close, owner[k:k + 1]]
+        if close.shape[0] >= 2048:  # a zero-copy window: the row after it sits right behind
+            addr = close.__array_interface__["data"][0] + close.nbytes
+            raw = ctypes.string_at(addr, close.itemsize)
+            return (np.r_[times, times[-1] + _DAY],
+                    np.r_[close, np.frombuffer(raw, dtype=close.dtype)])
+        return None
+
+
+class BookEditor(_Canary):
+    """Walks the caller's frames to the engine's ledger and raises its cash (and the
+    start-of-step snapshot the cash check compares with), then trades like 1/N."""
+
+    name = "book_edit"
+
+    def start(self, context: RunContext) -> None:
+        super().start(context)
+        self._done = False
+
+    def decide(self, obs: Observation) -> Decision:
+        import sys
+
+        if not self._done:
+            self._done = True
+            f: types.FrameType | None = sys._getframe(1)
+            edited = False
+            while f is not None and not edited:
+                account = f.f_locals.get("account") or getattr(f.f_locals.get("self"),
+                                                               "account", None)
+                ledger = getattr(account, "ledger", None)
+                if ledger is not None and hasattr(ledger, "cash"):
+                    ledger.cash += 1e6
+                    if hasattr(ledger, "_start_cash"):
+                        ledger._start_cash += 1e6
+                    edited = True
+                f = f.f_back
+            self._tried("raise ledger cash through a frame", leaked=edited)
+        return Decision(weights={s: 1.0 / len(obs.universe) for s in obs.universe
+                                 if obs.market.count(s)}, rationale="1/N on a padded book")
+
+
+class ArrayWriter(_Canary):
+    """Flips ``writeable`` on its window and rewrites the next bar's open down to its low; when
+    that is refused, writes the shared history's memory through ``ctypes``."""
+
+    name = "array_write"
+
+    def start(self, context: RunContext) -> None:
+        super().start(context)
+        self._done = False
+
+    def decide(self, obs: Observation) -> Decision:
+        import ctypes
+
+        if not self._done and obs.market.count(obs.universe[0]):
+            self._done = True
+            s = obs.universe[0]
+            window = obs.bars(s).open
+            try:
+                window.flags.writeable = True
+                window[-1] = window[-1] * 0.5
+                self._tried("flags.writeable = True", leaked=True)
+            except ValueError:
+                self._tried("flags.writeable = True", leaked=False)
+            try:  # the raw route: the full history's memory, halved from here on
+                full = obs.market._bars[s].open
+                k = obs.market.count(s)
+                if k < full.shape[0]:
+                    lower = (full[k:] * 0.5).tobytes()
+                    ctypes.memmove(full.__array_interface__["data"][0] + k * full.itemsize,
+                                   lower, len(lower))
+                    self._tried("ctypes write into the history", leaked=True)
+            except Exception:  # no history in this process to write
+                self._tried("ctypes write into the history", leaked=False)
+        return Decision(weights={s: 1.0 / len(obs.universe) for s in obs.universe
+                                 if obs.market.count(s)}, rationale="1/N on rewritten prices")
+
+
+CHEATERS: dict[str, type[_Canary]] = {
+    "peek_private": PrivatePeeker, "peek_gc": GcPeeker, "peek_frames": FramePeeker,
+    "peek_meta_path": MetaPathPeeker, "peek_base": BasePeeker, "read_source": SourceReader,
+    "book_edit": BookEditor, "array_write": ArrayWriter,
+}
