@@ -185,3 +185,20 @@ def test_a_ruined_run_says_so_and_exits_1(tmp_path: Path) -> None:
                                  "--out", str(tmp_path / "run")])
     assert result.exit_code == 1, result.output
     assert "ruined" in result.output and "Traceback" not in result.output
+
+
+def test_isolate_runs_the_agent_in_its_own_process_and_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["backtest", "--agent", "sma_cross", "--symbols", "ALPHA", "--start", "2018-01-01",
+            "--end", "2018-06-30"]
+    result = runner.invoke(app, [*args, "--isolate", "--sandbox", "process", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "isolation" in result.output and "process" in result.output
+    run = RunResult.load(out)
+    assert run.meta["isolation"] == "process"
+    plain = runner.invoke(app, [*args, "--out", str(tmp_path / "plain")])
+    assert plain.exit_code == 0, plain.output
+    assert RunResult.load(tmp_path / "plain").meta["isolation"] == "in-process"
+    assert RunResult.load(tmp_path / "plain").final_equity == run.final_equity
+    bad = runner.invoke(app, [*args, "--sandbox", "process", "--out", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "--isolate" in bad.output

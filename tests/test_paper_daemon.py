@@ -155,3 +155,31 @@ def test_drawdown_limit_trips_halted(tmp_path: Path) -> None:
     assert "drawdown" in log[0]["reason"]
     trip = log[0]["step"]
     assert all(r["step"] <= trip for r in store.table("orders"))
+
+
+def test_an_outside_agent_runs_isolated_and_trades_as_in_process(tmp_path: Path) -> None:
+    """A module:Class agent is isolated by default; the book is the same as in-process."""
+    short = {"agent": "user_agents:MeanReversion", "end": "2018-04-30"}
+    assert PaperDaemon(_config(**short), home=tmp_path / "a", handle_signals=False).run() \
+        == "finished"
+    PaperDaemon(_config(**short, isolate=False), home=tmp_path / "b", handle_signals=False).run()
+    a, b = _store(tmp_path / "a"), _store(tmp_path / "b")
+    assert a.meta()["isolation"] in ("bwrap", "process") and b.meta()["isolation"] == "in-process"
+    ra, rb = rebuild_result(a), rebuild_result(b)
+    assert len(ra.decisions) > 40
+    pd.testing.assert_frame_equal(ra.decisions, rb.decisions)
+    pd.testing.assert_frame_equal(ra.fills, rb.fills)
+
+
+def test_a_session_resumes_isolated_with_the_agent_state_carried(tmp_path: Path) -> None:
+    """Paused in-process, resumed with isolate = true: the agent's state crosses into its own
+    process and the session ends as an uninterrupted one (switching isolation is allowed)."""
+    _paused(tmp_path / "a", at=40)
+    resumed = PaperDaemon(_config(isolate=True, sandbox="process"), home=tmp_path / "a",
+                          handle_signals=False)
+    assert resumed.run() == "finished" and resumed.isolation == "process"
+    PaperDaemon(_config(), home=tmp_path / "b", handle_signals=False).run()
+    a, b = rebuild_result(_store(tmp_path / "a")), rebuild_result(_store(tmp_path / "b"))
+    pd.testing.assert_frame_equal(a.fills, b.fills)
+    pd.testing.assert_frame_equal(a.equity, b.equity)
+    assert _store(tmp_path / "b").meta()["isolation"] == "in-process"  # built-in: trusted

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, cast
 
 import typer
 
@@ -35,6 +35,7 @@ from tradesim.errors import ConfigError, TradesimError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from tradesim.agents.isolation import Sandbox
     from tradesim.contracts import Agent
     from tradesim.engine.backtest import BacktestConfig
     from tradesim.engine.record import RunResult
@@ -90,18 +91,30 @@ def backtest(
     replay: Annotated[Path | None, typer.Option(
         help="rerun a saved run folder exactly (its config.json; an LLM run replays its "
              "cache strictly) and check the final equity")] = None,
+    isolate: Annotated[bool, typer.Option(
+        "--isolate/--in-process", help="run the agent in its own process that sees only its "
+                                       "Observation (sandboxed by bubblewrap where it works); "
+                                       "in-process is the fast default for one's own code")
+    ] = False,
+    sandbox: Annotated[str, typer.Option(
+        help="with --isolate: auto (bubblewrap where it works) | bwrap | process")] = "auto",
 ) -> None:
     """Run an agent through the engine and write a run folder with an HTML tear sheet."""
     from tradesim.engine.backtest import BacktestConfig
 
     out_console = console()
     with user_errors():
+        if sandbox not in ("auto", "bwrap", "process"):
+            raise ConfigError(f"--sandbox {sandbox!r}: use auto, bwrap or process")
+        if given(ctx, "sandbox") and not isolate:
+            raise ConfigError("--sandbox chooses how --isolate isolates; add --isolate")
+        iso = _Isolation(isolate, cast("Sandbox", sandbox))
         if replay is not None:
             typed = [f"--{f.replace('_', '-')}" for f in _RUN_FLAGS if given(ctx, f)]
             if typed:
                 raise ConfigError(f"--replay reruns the saved config; drop {', '.join(typed)} "
                                   "(only --out may go with it)")
-            _replay(replay, out, out_console)
+            _replay(replay, out, out_console, iso)
             return
         if as_json and not dry_run:
             raise ConfigError("--json prints the dry run's plan; add --dry-run")
@@ -132,7 +145,7 @@ def backtest(
             return
         folder = out or Path("runs") / (
             f"{dt.datetime.now():%Y%m%d-%H%M%S}-{cfg.agent.replace(':', '_').replace('/', '_')}")
-        result = _run(cfg, None, folder, out_console)
+        result = _run(cfg, None, folder, out_console, iso)
     _print_summary(out_console, result, folder)
     _exit_if_ruined(out_console, result)
 
@@ -154,8 +167,13 @@ def _dry_run(cfg: BacktestConfig, as_json: bool, out: Console) -> None:
     out.print_json(json.dumps(plan["config"], sort_keys=True, default=str))
 
 
+class _Isolation(NamedTuple):
+    isolate: bool = False
+    sandbox: Sandbox = "auto"
+
+
 def _run(cfg: BacktestConfig, agent: Agent | None, folder: Path | None,
-         out: Console) -> RunResult:
+         out: Console, iso: _Isolation = _Isolation()) -> RunResult:
     """Run with a progress bar; a partial record saved on failure is named before the error."""
     from rich.progress import (
         BarColumn,
@@ -177,14 +195,15 @@ def _run(cfg: BacktestConfig, agent: Agent | None, folder: Path | None,
                 progress.update(task, completed=done, total=total)
 
             return run_backtest(config=cfg, agent=agent, progress=_tick,
-                                save_to=folder)
+                                save_to=folder, isolate=iso.isolate, sandbox=iso.sandbox)
     except TradesimError as exc:
         if folder is not None and getattr(exc, "partial_result", None) is not None:
             out.print(f"[yellow]partial run record saved to {folder}[/yellow]")
         raise
 
 
-def _replay(folder: Path, out: Path | None, shown: Console) -> None:
+def _replay(folder: Path, out: Path | None, shown: Console,
+            iso: _Isolation = _Isolation()) -> None:
     """Rerun ``folder`` from its config.json (an LLM run in strict replay of its own cache);
     exit 1 unless the final equity equals the saved one."""
     from tradesim.engine.backtest import BacktestConfig
@@ -197,7 +216,7 @@ def _replay(folder: Path, out: Path | None, shown: Console) -> None:
         from tradesim.agents.llm_agent import LLMAnalyst
 
         agent = LLMAnalyst.from_run(folder)
-    result = _run(cfg, agent, out, shown)
+    result = _run(cfg, agent, out, shown, iso)
     before, after = saved.final_equity, result.final_equity
     if after == before:
         shown.print(f"[green]replay matches[/green] {folder}: final equity {after:,.2f} over "
@@ -232,6 +251,9 @@ def _print_summary(out: Console, result: RunResult, folder: Path) -> None:
         first, last = result.equity.index[0], result.equity.index[-1]
         head.add_row("window", f"{first:%Y-%m-%d} .. {last:%Y-%m-%d}", "bars",
                      f"{len(result.equity):,}")
+    isolation = str(result.meta.get("isolation", "in-process"))
+    note = result.meta.get("isolation_note")
+    head.add_row("isolation", isolation + (f" ({note})" if note else ""))
     out.print(head)
     table = Table(title="metrics (net of costs)")
     table.add_column("metric")

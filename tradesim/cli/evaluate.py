@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
+    from tradesim.agents.isolation import Sandbox
     from tradesim.data.view import MarketData
 
 CostsOpt = Annotated[str, typer.Option(help="cost preset (zero, default, retail) or TOML")]
@@ -117,21 +118,44 @@ def evaluate(
     registry: Annotated[Path | None, typer.Option(
         help="trial registry (default OUT/trials.sqlite, kept across runs)")] = None,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/leaderboard"),
+    isolate: Annotated[bool, typer.Option(
+        "--isolate/--in-process", help="run each agent in its own process that sees only its "
+                                       "Observation (default; sandboxed by bubblewrap where it "
+                                       "works). Agents with an LLM gateway or that do not "
+                                       "pickle run in-process, said in the isolation column")
+    ] = True,
+    sandbox: Annotated[str, typer.Option(
+        help="auto (bubblewrap where it works) | bwrap | process")] = "auto",
+    lookahead_check: Annotated[bool, typer.Option(
+        "--lookahead-check/--no-lookahead-check",
+        help="run the counterfactual look-ahead check per agent (one twin per cut; about four "
+             "backtests' time each)")] = True,
 ) -> None:
-    """Compare agents on identical data and costs: CIs, deflated Sharpe, hardened score."""
+    """Compare agents on identical data and costs: CIs, deflated Sharpe, hardened score,
+    isolation and the look-ahead check."""
+    from tradesim.errors import ConfigError
     from tradesim.evaluate.leaderboard import evaluate_agents
 
     names = [a for a in agents.replace(",", " ").split() if a]
     shown = console()
     with user_errors():
+        if sandbox not in ("auto", "bwrap", "process"):
+            raise ConfigError(f"--sandbox {sandbox!r}: use auto, bwrap or process")
         market = _market(data, symbols, start, end, interval, quality, allow, exchange)
-        progress, step = _progress(shown, len(names) * seeds + 2)
+        progress, step = _progress(shown, len(names) * (seeds + lookahead_check) + 2)
         with progress:
             board = evaluate_agents(agents=names, data=market, costs=costs, score_config=score,
                                     seeds=seeds, experiment=experiment, progress=step,
-                                    registry=registry or out / "trials.sqlite")
+                                    registry=registry or out / "trials.sqlite", isolate=isolate,
+                                    sandbox=cast("Sandbox", sandbox),
+                                    lookahead=lookahead_check)
         folder = board.save(out)
     shown.print(board.rich_table())
+    leaked = [f"{r.agent} ({r.lookahead})" for r in board.table.itertuples(index=False)
+              if str(r.lookahead).startswith("LEAK")]
+    if leaked:
+        shown.print(f"[red]look-ahead check: {', '.join(leaked)} used information from after "
+                    "its decision time; its scores are not to be trusted[/red]")
     shown.print(f"leaderboard: {folder / 'leaderboard.html'} (csv: leaderboard.csv)")
 
 

@@ -5,6 +5,11 @@ deflated Sharpe of each agent is deflated by every configuration tried in the ex
 in earlier sessions when the registry file is kept). Per agent: metrics, a block-bootstrap CI of
 the Sharpe ratio, the deflated Sharpe, the hardened score against buy-and-hold and 1/N, and the
 hack monitors. Ranked by hardened score.
+
+Each agent runs isolated by default (its own process, sandboxed by bubblewrap where it works;
+the rule for agents that cannot be isolated is :func:`tradesim.evaluate.backtest.plan_isolation`)
+and is put through the counterfactual look-ahead check (one twin per cut); the columns
+``isolation`` and ``lookahead`` say how each ran and whether it leaked.
 """
 
 from __future__ import annotations
@@ -14,17 +19,20 @@ import math
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from tradesim.agents.isolation import Sandbox, bwrap_status
 from tradesim.data.view import MarketData
 from tradesim.engine.backtest import BacktestConfig
 from tradesim.engine.costs import CostModel, load_costs
 from tradesim.errors import ConfigError
 from tradesim.evaluate.audit import Auditor, AuditRun, score_value
+from tradesim.evaluate.backtest import IsolationPlan, plan_isolation
 from tradesim.rewards.monitors import compute_monitors
 from tradesim.rewards.scores import ScoreConfig, load_score_config
 from tradesim.rewards.stats import TrialRegistry, aggregate_seeds, bootstrap_sharpe_ci, moments
@@ -33,7 +41,8 @@ COLUMNS: tuple[str, ...] = (
     "agent", "seeds", "total_return", "cagr", "sharpe", "sharpe_low", "sharpe_high",
     "sharpe_seed_std", "deflated_sharpe", "n_trials", "hardened", "preference", "budget",
     "max_drawdown", "volatility", "turnover", "mean_holding_bars", "peak_leverage",
-    "top1pct_pnl_share", "long_short_asymmetry", "error",
+    "top1pct_pnl_share", "long_short_asymmetry", "isolation", "isolation_note", "lookahead",
+    "error",
 )
 
 
@@ -54,15 +63,26 @@ class Leaderboard:
         table = Table(title=f"leaderboard: {self.meta.get('market', '')} "
                             f"({self.meta.get('n_trials', 0)} trials in the registry)")
         for col in ("#", "agent", "seeds", "return", f"Sharpe [{conf:.0%} CI]", "DSR",
-                    "hardened", "max DD", "turnover", "peak lev", "top 1% share"):
-            table.add_column(col, justify="left" if col == "agent" else "right")
+                    "hardened", "max DD", "turnover", "peak lev", "top 1% share", "isolation",
+                    "look-ahead"):
+            table.add_column(col, justify="left" if col in ("agent", "isolation", "look-ahead")
+                             else "right")
+        notes = []
         for rank, r in enumerate(self.table.itertuples(index=False), start=1):
+            leak = str(r.lookahead)
+            shown = (f"[green]{leak}[/green]" if leak == "clean" else
+                     f"[bold red]{leak}[/bold red]" if leak.startswith("LEAK") else leak)
             table.add_row(str(rank), r.agent, str(r.seeds), _fmt(r.total_return, "{:+.1%}"),
                           f"{_fmt(r.sharpe, '{:.2f}')} [{_fmt(r.sharpe_low, '{:.2f}')}, "
                           f"{_fmt(r.sharpe_high, '{:.2f}')}]", _fmt(r.deflated_sharpe, "{:.2f}"),
                           _fmt(r.hardened, "{:.3f}"), _fmt(r.max_drawdown, "{:.1%}"),
                           _fmt(r.turnover, "{:.1f}"), _fmt(r.peak_leverage, "{:.2f}"),
-                          _fmt(r.top1pct_pnl_share, "{:.0%}"))
+                          _fmt(r.top1pct_pnl_share, "{:.0%}"),
+                          str(r.isolation) + ("*" if r.isolation_note else ""), shown)
+            if r.isolation_note:
+                notes.append(f"* {r.agent}: {r.isolation_note}")
+        if notes:
+            table.caption = "\n".join(notes)
         return table
 
     def save(self, folder: str | Path) -> Path:
@@ -87,13 +107,22 @@ def evaluate_agents(*, agents: Sequence[str], data: MarketData,
                     experiment: str = "leaderboard", initial_cash: float = 100_000.0,
                     n_boot: int = 1000, confidence: float = 0.95,
                     agent_params: Mapping[str, Mapping[str, Any]] | None = None,
-                    progress: Callable[[str], None] | None = None) -> Leaderboard:
+                    progress: Callable[[str], None] | None = None, isolate: bool = True,
+                    sandbox: Sandbox = "auto", lookahead: bool = True) -> Leaderboard:
     """Run each agent (built-in name, ``module:Class`` or spec) for ``seeds`` seeds on ``data``.
 
     Each agent is built afresh per seed and run with ``BacktestConfig.seed`` = 0..seeds-1, which
     it receives as ``RunContext.seed`` at ``start``; a deterministic agent gives identical runs
     (so the spread over seeds shows it is deterministic). ``registry`` keeps the trial count
     across sessions; without one a temporary registry counts this call only.
+
+    ``isolate`` (default) runs each agent in its own process (``sandbox`` as in
+    :class:`~tradesim.agents.isolation.IsolatedAgent`), falling back per agent by the rule of
+    :func:`~tradesim.evaluate.backtest.plan_isolation` (column ``isolation``, with the reason in
+    ``isolation_note``). ``lookahead`` (default) runs :func:`check_lookahead` once per agent on
+    ``data`` with one twin per cut (column ``lookahead``: ``clean``, ``LEAK at <time>``, or
+    ``LEAK (<route>)`` for a file open, a data write or a book edit; ``skipped`` when off).
+    ``progress`` is called once per run and once per look-ahead check.
     """
     if not agents:
         raise ConfigError("evaluate_agents needs at least one agent (e.g. sma_cross,macd)")
@@ -108,13 +137,15 @@ def evaluate_agents(*, agents: Sequence[str], data: MarketData,
         return _evaluate(agents=list(agents), data=data, costs=cost_model, score=score,
                          seeds=seeds, registry=reg, experiment=experiment,
                          initial_cash=initial_cash, n_boot=n_boot, confidence=confidence,
-                         params=agent_params or {}, progress=progress)
+                         params=agent_params or {}, progress=progress, isolate=isolate,
+                         sandbox=sandbox, lookahead=lookahead)
 
 
 def _evaluate(*, agents: list[str], data: MarketData, costs: CostModel, score: ScoreConfig,
               seeds: int, registry: TrialRegistry, experiment: str, initial_cash: float,
               n_boot: int, confidence: float, params: Mapping[str, Mapping[str, Any]],
-              progress: Callable[[str], None] | None) -> Leaderboard:
+              progress: Callable[[str], None] | None, isolate: bool, sandbox: Sandbox,
+              lookahead: bool) -> Leaderboard:
     from tradesim.agents.registry import load_agent
 
     config = BacktestConfig.build(costs=costs, initial_cash=initial_cash)
@@ -127,10 +158,15 @@ def _evaluate(*, agents: list[str], data: MarketData, costs: CostModel, score: S
     runs: list[dict[str, Any]] = []
     per_agent: dict[str, list[AuditRun]] = {}
     curves: dict[str, np.ndarray] = {}
+    plans: dict[str, IsolationPlan] = {}
+    leaks: dict[str, str] = {}
     for spec in agents:
         extra = dict(params.get(spec, {}))
         for seed in range(seeds):
-            run = aud.run(load_agent(spec, **extra), data, bars=n, seed=seed)
+            plan = plan_isolation(load_agent(spec, **extra), isolate=isolate, sandbox=sandbox,
+                                  fallback=True)
+            plans.setdefault(spec, plan)
+            run = aud.run(plan.agent, data, bars=n, seed=seed, isolate=False)
             error = "" if run.error is None else f"{type(run.error).__name__}: {run.error}"
             row: dict[str, Any] = {"agent": spec, "seed": seed, "error": error.splitlines()[0]
                                    if error else "", "total_return": run.raw_return}
@@ -151,10 +187,19 @@ def _evaluate(*, agents: list[str], data: MarketData, costs: CostModel, score: S
             per_agent.setdefault(spec, []).append(run)
         eq = np.mean([initial_cash * np.cumprod(1 + r.returns) for r in per_agent[spec]], axis=0)
         curves[spec] = eq
+        if lookahead:
+            if progress is not None:
+                progress(f"look-ahead check {spec}")
+            leaks[spec] = lookahead_verdict(spec, extra, data=data, config=config,
+                                            plan=plans[spec])
     n_trials = registry.n_trials(experiment)
     rows = [_agent_row(spec, per_agent[spec], pd.DataFrame(runs), aud, refs, registry,
                        experiment, asset_returns, initial_cash, n_boot, confidence, score)
             for spec in agents]
+    for row in rows:
+        plan = plans[row["agent"]]
+        row.update(isolation=plan.mode, isolation_note=plan.note,
+                   lookahead=leaks.get(row["agent"], "skipped"))
     table = pd.DataFrame(rows, columns=list(COLUMNS)).sort_values(
         "hardened", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
     clock = index
@@ -163,11 +208,41 @@ def _evaluate(*, agents: list[str], data: MarketData, costs: CostModel, score: S
             "registry": str(registry.path), "n_trials": n_trials, "confidence": confidence,
             "n_boot": n_boot, "costs": costs.model_dump(), "score_config": score.model_dump(),
             "fill_mode": config.fill, "fingerprints": data.fingerprints(),
+            "isolate": isolate, "sandbox": sandbox,
+            "lookahead_check": "one twin per cut at 30%, 55% and 80% of the clock"
+                               if lookahead else "skipped",
             "references": {k: {"raw_return": v.raw_return,
                                "hardened": score_value(refs.scores[k])}
                            for k, v in refs.runs.items()}}
     return Leaderboard(table=table, runs=pd.DataFrame(runs),
                        equity=pd.DataFrame(curves, index=index), meta=meta)
+
+
+def lookahead_verdict(spec: str, params: Mapping[str, Any], *, data: MarketData,
+                      config: BacktestConfig, plan: IsolationPlan) -> str:
+    """``clean``, ``LEAK at <time>`` (a decision at or before a cut changed on its twin) or
+    ``LEAK (<route>)`` (a source-file open, a data write or a book edit) for one agent.
+
+    One twin per cut. An agent isolated in the sandbox (or in a plain process where no sandbox
+    exists) is checked isolated the same way; any other agent is checked in-process, each run
+    in a fresh process holding only its own market. A check that cannot run says why.
+    """
+    from tradesim.agents.registry import load_agent
+    from tradesim.evaluate.lookahead import check_lookahead, first_leak
+
+    isolated = plan.mode == "bwrap" or (plan.mode == "process" and not bwrap_status()[0])
+    try:
+        findings = check_lookahead(make_agent=partial(load_agent, spec, **params), data=data,
+                                   config=config, twins=1, isolate=isolated,
+                                   processes=False if isolated else None)
+    except Exception as exc:  # a check that cannot run is shown, not fatal to the board
+        return f"not checked ({type(exc).__name__}: {str(exc).splitlines()[0][:80]})"
+    leak = first_leak(findings)
+    if leak is None:
+        return "clean"
+    if leak.route == "decision":
+        return f"LEAK at {leak.time[:19].replace('T', ' ').removesuffix(' 00:00:00')}"
+    return f"LEAK ({leak.route}: {leak.real[:60]})"
 
 
 def _agent_row(spec: str, runs: list[AuditRun], table: pd.DataFrame, aud: Auditor, refs: Any,

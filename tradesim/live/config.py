@@ -3,7 +3,9 @@
 Everything the engine needs (agent, agent_params, symbols, costs, fill, initial_cash, data flags
 ...) is a :class:`~tradesim.engine.backtest.BacktestConfig` field at the top level, so a paper
 session and a backtest of the same bars share one config; the daemon's own settings sit in the
-``[feed]``, ``[schedule]``, ``[broker]``, ``[risk]`` and ``[health]`` tables.
+``[feed]``, ``[schedule]``, ``[broker]``, ``[risk]`` and ``[health]`` tables. The top-level
+``isolate`` (and ``sandbox``) say whether the agent runs in its own process (see
+``docs/isolation.md``); by default an agent from outside the package is isolated.
 """
 
 from __future__ import annotations
@@ -75,6 +77,12 @@ class PaperConfig(_Table):
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     risk: RiskConfig = Field(default_factory=RiskConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    isolate: bool | None = Field(None, description="run the agent in its own process that sees "
+                                 "only its Observation; None: yes for an agent from outside the "
+                                 "tradesim package (module:Class, a plug-in or a spec naming "
+                                 "one), no for built-ins")
+    sandbox: Literal["auto", "bwrap", "process"] = Field(
+        "auto", description="how an isolated agent is isolated: bubblewrap where it works")
 
     @classmethod
     def from_toml(cls, path: str | Path) -> PaperConfig:
@@ -91,9 +99,10 @@ class PaperConfig(_Table):
               where: str = "session") -> PaperConfig:
         """Validate a session table; errors name the key and the file."""
         raw = dict(raw)
-        tables = {k: raw.pop(k) for k in ("feed", "schedule", "broker", "risk", "health")
-                  if k in raw}
+        tables: dict[str, Any] = {k: raw.pop(k) for k in ("feed", "schedule", "broker", "risk",
+                                                           "health") if k in raw}
         name = str(raw.pop("name", default_name))
+        tables.update({k: raw.pop(k) for k in ("isolate", "sandbox") if k in raw})
         if not _NAME.match(name):
             raise PaperConfigError(f"{where}: name = {name!r} must be letters, digits, '_', '-' "
                                    "or '.', at most 64 characters (it names the state folder)")

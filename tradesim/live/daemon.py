@@ -47,6 +47,7 @@ from tradesim.live.switch import ACTIVE, HALTED, SWITCH_FILE, Guard, parse_state
 log = logging.getLogger("tradesim.live")
 CRASH_ENV = "TRADESIM_PAPER_CRASH"  # fault injection for the crash tests: "phase@step"
 _TOL = 1e-9
+_RUN_ONLY = ("isolate", "sandbox")  # session settings a resume may change
 
 
 def session_folder(home: Path, name: str) -> Path:
@@ -160,6 +161,7 @@ class PaperDaemon:
         self._next_beat = 0.0
         self.feed: ReplayFeed | PollingFeed | None = None
         self.ticks_done = 0
+        self.isolation = "in-process"  # set by _setup: bwrap, process or in-process
 
     # --- the run ----------------------------------------------------------------------------
 
@@ -218,9 +220,11 @@ class PaperDaemon:
         if "config" not in meta:
             store.set_meta(config=wanted, created=_time.time())
             return store.meta()
-        if meta["config"] != wanted:
-            changed = sorted(k for k in set(wanted) | set(meta["config"])
-                             if wanted.get(k) != meta["config"].get(k))
+        # isolation changes where the agent runs, not what it decides: a resume may switch it
+        mine, saved = ({k: v for k, v in c.items() if k not in _RUN_ONLY}
+                       for c in (wanted, meta["config"]))
+        if mine != saved:
+            changed = sorted(k for k in set(mine) | set(saved) if mine.get(k) != saved.get(k))
             raise PaperSessionError(
                 f"session {self.config.name} was started with a different config (changed: "
                 f"{', '.join(changed)}); a running book cannot switch configs: restore the "
@@ -235,10 +239,11 @@ class PaperDaemon:
 
         cfg = self.config.engine
         agent = self._agent
+        target = None
         if agent is None:
             resolved = resolve_agent(cfg.agent, cfg.agent_params)
             cfg = cfg.model_copy(update={"agent_params": resolved.params})
-            agent = resolved.build()
+            agent, target = resolved.build(), resolved.target
         clock = None
         if self.config.feed.kind == "replay":
             _, _, data, _ = prepare_backtest(config=cfg, agent=agent, data=self._data)
@@ -254,6 +259,7 @@ class PaperDaemon:
         self.universe = universe
         if "symbols" not in store.meta():
             store.set_meta(symbols=list(universe), agent=agent.name, fingerprints=fingerprints)
+        agent = self._isolation(store, agent, target)
         account, restored = self._restore(store, universe)
         self.account = account
         self.broker = self._broker or SimulatedBroker(account, restored.get("coids"))
@@ -293,6 +299,24 @@ class PaperDaemon:
         log.info("session %s: %s from step %d (%s feed, state %s)", self.config.name,
                  "resuming" if start else "starting", start, self.config.feed.kind,
                  self.guard.mode)
+
+    def _isolation(self, store: SessionStore, agent: Agent, target: str | None) -> Agent:
+        """The agent as it runs: isolated when the session says so (``isolate``), by default
+        when it comes from outside the package (``target`` not ``tradesim.*``; an agent object
+        handed to the daemon runs in-process unless ``isolate = true``)."""
+        from tradesim.evaluate.backtest import plan_isolation
+
+        wanted = self.config.isolate
+        auto = wanted is None
+        if auto:
+            wanted = target is not None and not target.startswith("tradesim.")
+        plan = plan_isolation(agent, isolate=bool(wanted), sandbox=self.config.sandbox,
+                              fallback=auto)
+        self.isolation = plan.mode
+        store.set_meta(isolation=plan.mode, isolation_note=plan.note)
+        log.info("agent %s runs %s%s", agent.name, plan.mode,
+                 f" ({plan.note})" if plan.note else "")
+        return plan.agent
 
     def _restore(self, store: SessionStore, universe: tuple[str, ...]
                  ) -> tuple[Account, dict[str, Any]]:

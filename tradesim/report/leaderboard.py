@@ -23,17 +23,21 @@ def write_leaderboard_page(path: str | Path, *, table: pd.DataFrame, equity: pd.
     """Write the leaderboard page to ``path``.
 
     ``table`` has one ranked row per agent (``agent``, ``sharpe``, ``sharpe_low``,
-    ``sharpe_high``, ``error`` and the other scores, all shown); ``equity`` is time x agent;
+    ``sharpe_high``, ``error`` and the other scores, all shown; ``isolation`` and ``lookahead``
+    when present, a leak in red and named under the table); ``equity`` is time x agent;
     ``meta`` is the setup (``market``, ``n_trials`` and ``confidence`` are used on top).
     """
     records = table.to_dict("records")
     shown = [str(c) for c in table.columns if c != "error"]
     head = "".join(f"<th class=k>{escape_html(c.replace('_', ' '))}</th>" for c in ["#", *shown])
     body = "".join("<tr>" + f"<td>{i}</td>" + "".join(
-        f"<td{' class=k' if c == 'agent' else ''}>{escape_html(_cell(r[c]))}</td>" for c in shown)
+        f"<td{_cls(c, r[c])}>{escape_html(_cell(r[c]))}</td>" for c in shown)
         + "</tr>" for i, r in enumerate(records, start=1))
     errors = "".join(f"<li>{escape_html(r['agent'])}: {escape_html(r['error'])}</li>"
                      for r in records if r.get("error"))
+    errors += "".join(f"<li>{escape_html(r['agent'])}: look-ahead check found a leak "
+                      f"({escape_html(r['lookahead'])}); its scores are not to be trusted</li>"
+                      for r in records if str(r.get("lookahead", "")).startswith("LEAK"))
     conf = meta.get("confidence", 0.95)
     ci = sharpe_intervals(table["agent"].tolist(), table["sharpe"], table["sharpe_low"],
                           table["sharpe_high"],
@@ -49,6 +53,14 @@ def write_leaderboard_page(path: str | Path, *, table: pd.DataFrame, equity: pd.
         section("setup", "Setup", key_value_table(meta)),
     ]
     return write_page(path, title="tradesim leaderboard", heading="Leaderboard", body=page)
+
+
+def _cls(column: str, value: object) -> str:
+    if column == "agent":
+        return " class=k"
+    if column == "lookahead" and str(value).startswith("LEAK"):
+        return " class=warn"
+    return ""
 
 
 def _cell(x: object) -> str:
