@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tradesim.data import calendars
@@ -249,6 +249,7 @@ def test_repair_leaves_what_it_cannot_fix_and_says_so() -> None:
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), n_dup=st.integers(0, 5), n_nan=st.integers(0, 5),
        n_hl=st.integers(0, 5), shuffle=st.booleans(), factor=st.sampled_from([1.0, 0.5, 1 / 3]))
+@example(seed=2226, n_dup=0, n_nan=4, n_hl=5, shuffle=False, factor=0.5)  # a split beside a gap
 def test_repair_then_recheck_is_clean(seed: int, n_dup: int, n_nan: int, n_hl: int,
                                       shuffle: bool, factor: float) -> None:
     rng = np.random.default_rng(seed)

@@ -320,9 +320,11 @@ def _clean_rows(t: np.ndarray, cols: dict[str, np.ndarray]) -> np.ndarray:
 def _split_events(cols: dict[str, np.ndarray]) -> list[tuple[int, float]]:
     """``(index of first bar at the new level, factor)`` of split-like, lasting level shifts.
 
-    Close-to-close and prior-close-to-open both match a common split ratio, the move spans many
-    price increments (not rounding of tiny adjusted prices) and it neither is undone soon after
-    nor undoes a jump just before.
+    The overnight gap (prior close to open) matches a common split ratio within ``_SPLIT_TOL``
+    and so does close-to-close, within the larger of ``_SPLIT_TOL`` and four robust sigmas of the
+    series' own bar-to-bar moves (the split day's own move, or a missing bar beside it, adds to
+    the ratio), the move spans many price increments (not rounding of tiny adjusted prices) and
+    it neither is undone soon after nor undoes a jump just before.
     """
     c, o = cols["close"], cols["open"]
     if len(c) < 2:
@@ -334,7 +336,9 @@ def _split_events(cols: dict[str, np.ndarray]) -> list[tuple[int, float]]:
     if not len(cand):
         return []
     k = np.abs(r[cand, None] - _LOG_FACTORS[None, :]).argmin(axis=1)
-    near = ((np.abs(r[cand] - _LOG_FACTORS[k]) < _SPLIT_TOL)
+    moves = r[np.isfinite(r)]
+    sigma = 1.4826 * float(np.median(np.abs(moves - np.median(moves)))) if len(moves) else 0.0
+    near = ((np.abs(r[cand] - _LOG_FACTORS[k]) < max(_SPLIT_TOL, 4.0 * sigma))
             & (np.abs(g[cand] - _LOG_FACTORS[k]) < _SPLIT_TOL))
     events = []
     for j, fk in zip(cand[near], k[near]):
