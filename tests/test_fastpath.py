@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,17 +13,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tradesim.agents.baselines import (BuyAndHold, DualThrust, EqualWeight, Macd, SmaCross,
-                                       TimeSeriesMomentum)
+from tradesim.agents.baselines import BuyAndHold, DualThrust, EqualWeight, Macd, SmaCross, TimeSeriesMomentum
 from tradesim.contracts import BaseAgent, Decision, Observation
 from tradesim.data.bars import Bars
 from tradesim.data.files import read_bars
 from tradesim.data.synthetic import SyntheticSource
 from tradesim.data.view import MarketData
-from tradesim.evaluate.backtest import BacktestConfig, run_backtest
 from tradesim.engine.fastpath import CostParams, run_fast, simulate_weights
 from tradesim.engine.record import RunResult
 from tradesim.errors import AgentDecisionError, ConfigError, EngineError
+from tradesim.evaluate.backtest import BacktestConfig, run_backtest
 
 SYMBOLS = ["AAA", "BBB", "CCC", "DDD"]
 FILL_COLS = ["time", "step", "symbol", "quantity", "price", "reason", "order_id"]
@@ -248,22 +248,29 @@ def test_fast_run_record_saves_and_loads_back_exactly(daily: MarketData, tmp_pat
     assert pd.Series(back.metrics).sort_index().equals(pd.Series(fast.metrics).sort_index())
 
 
+def _gapping_market(rng: np.random.Generator, syms: list[str], n: int, *, base: float,
+                    gap: float, volume: Any) -> MarketData:
+    """Daily random walks whose opens gap up to ``gap`` from the last close; ``volume()`` draws
+    each symbol's volumes (the same draw order as building the frames inline)."""
+    frames = {}
+    for k, s in enumerate(syms):
+        close = base * (k + 1) * np.cumprod(1 + rng.normal(0, 0.02, n))
+        open_ = np.r_[close[0], close[:-1]] * (1 + rng.uniform(-gap, gap, n))
+        frames[s] = Bars.from_arrays(
+            symbol=s, interval="1d", adjusted=True, source="test",
+            time=pd.date_range("2020-01-01", periods=n, freq="D", tz="UTC"), open=open_,
+            high=np.maximum(open_, close) * 1.01, low=np.minimum(open_, close) * 0.99,
+            close=close, volume=volume())
+    return MarketData(frames)
+
+
 @pytest.mark.parametrize("fill", ["next_open", "close"])
 @pytest.mark.parametrize("lot, fractional", [(1.0, False), (10.0, False), (1.0, True)])
 def test_cash_at_fill_and_capped_lots_match_the_event_loop(fill, lot, fractional) -> None:
     rng = np.random.default_rng(5)
     n, syms = 150, ["GA", "GB", "GC"]
-    frames = {}
-    for k, s in enumerate(syms):
-        close = 50 * (k + 1) * np.cumprod(1 + rng.normal(0, 0.02, n))
-        open_ = np.r_[close[0], close[:-1]] * (1 + rng.uniform(-0.1, 0.1, n))
-        volume = np.where(rng.random(n) < 0.2, 4321.0, 1e7)
-        frames[s] = Bars.from_arrays(
-            symbol=s, interval="1d", adjusted=True, source="test",
-            time=pd.date_range("2020-01-01", periods=n, freq="D", tz="UTC"), open=open_,
-            high=np.maximum(open_, close) * 1.01, low=np.minimum(open_, close) * 0.99,
-            close=close, volume=volume)
-    data = MarketData(frames)
+    data = _gapping_market(rng, syms, n, base=50, gap=0.1,
+                           volume=lambda: np.where(rng.random(n) < 0.2, 4321.0, 1e7))
     w = rng.dirichlet(np.ones(3), size=n) * rng.choice([1.0, 1.5], size=(n, 1))
     w[rng.random(n) < 0.3] = np.nan  # holds: waiting orders and old positions
     config = BacktestConfig.build(symbols=syms, costs="retail", allow_short=True,
@@ -292,17 +299,8 @@ def test_working_targets_on_thin_series_match_the_event_loop(fill, lot, fraction
     replace them, some end unreached; gaps shrink some for cash (those end)."""
     rng = np.random.default_rng(21)
     n, syms = 120, ["TA", "TB", "TC"]
-    frames = {}
-    for k, s in enumerate(syms):
-        close = 40 * (k + 1) * np.cumprod(1 + rng.normal(0, 0.02, n))
-        open_ = np.r_[close[0], close[:-1]] * (1 + rng.uniform(-0.05, 0.05, n))
-        volume = rng.choice([0.0, 1_000.0, 3_000.0, 40_000.0], size=n)
-        frames[s] = Bars.from_arrays(
-            symbol=s, interval="1d", adjusted=True, source="test",
-            time=pd.date_range("2020-01-01", periods=n, freq="D", tz="UTC"), open=open_,
-            high=np.maximum(open_, close) * 1.01, low=np.minimum(open_, close) * 0.99,
-            close=close, volume=volume)
-    data = MarketData(frames)
+    data = _gapping_market(rng, syms, n, base=40, gap=0.05,
+                           volume=lambda: rng.choice([0.0, 1_000.0, 3_000.0, 40_000.0], size=n))
     w = rng.dirichlet(np.ones(3), size=n) * rng.choice([0.5, 1.0], size=(n, 1))
     w[rng.random(n) < 0.75] = np.nan  # mostly holds: working targets carry on
     w[:, 2][rng.random(n) < 0.5] = np.nan  # and per symbol

@@ -3,7 +3,6 @@ belong to a position, malformed decisions named and recorded."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import load_benchmark
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,8 +22,6 @@ from tradesim.engine.fastpath import run_fast
 from tradesim.engine.record import RunResult
 from tradesim.errors import AgentDecisionError
 from tradesim.evaluate.backtest import BacktestConfig, run_backtest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bars(symbol: str, opens: list[float], closes: list[float], *,
@@ -145,17 +143,9 @@ def test_affordable_qty_keeps_the_book_within_the_cap_and_reductions_whole(
         assert abs(held + got) * price <= lev * (equity - cost) + 1e-6
 
 
-def _parity_module():
-    spec = importlib.util.spec_from_file_location("fill_parity", ROOT / "benchmarks" /
-                                                  "fill_parity.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cash_at_fill_matches_backtesting_py_on_gapping_daily_series(shared_data: Path) -> None:
     pytest.importorskip("backtesting")
-    bench = _parity_module()
+    bench = load_benchmark("fill_parity")
     rows = [bench.parity_row(shared_data / "daily", name) for name in bench.SERIES[:5]]
     print("\n" + bench.table(rows))
     for r in rows:

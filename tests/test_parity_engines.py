@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import load_benchmark
 
 from tradesim.contracts import BaseAgent, Decision, Observation
 from tradesim.data.bars import Bars
@@ -36,13 +37,7 @@ def spy(shared_data: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def signal(spy: pd.DataFrame) -> np.ndarray:
-    fast, slow = spy["Close"].rolling(10).mean(), spy["Close"].rolling(30).mean()
-    above = (fast > slow).to_numpy()
-    valid = (fast.notna() & slow.notna()).to_numpy()
-    prev_valid = np.r_[False, valid[:-1]]
-    up = valid & prev_valid & above & ~np.r_[False, above[:-1]]
-    down = valid & prev_valid & ~above & np.r_[False, above[:-1]]
-    return up.astype(int) - down.astype(int)
+    return load_benchmark("fill_parity").sma_signal(spy)  # the cross signal the benchmark uses
 
 
 class _SignalAgent(BaseAgent):

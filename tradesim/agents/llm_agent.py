@@ -49,14 +49,14 @@ class LLMAnalyst(BaseAgent):
                                   "spread 1/N over the universe")
         every: int = Field(1, ge=1, description="decide on every k-th bar, hold between")
         allow_short: bool = Field(False, description="a sell goes short instead of flat")
-        gateway: GatewayConfig = Field(default_factory=lambda: _gateway_config(None),
+        gateway: GatewayConfig = Field(default_factory=lambda: GatewayConfig.from_param(None),
                                        description="gateway settings, resolved from the "
                                        "environment (TRADESIM_LLM, OPENAI_*) where not given")
 
         @field_validator("gateway", mode="before")
         @classmethod
         def _gateway(cls, value: Any) -> GatewayConfig:
-            return _gateway_config(value)
+            return GatewayConfig.from_param(value)
 
     def __init__(self, **params: Any) -> None:
         """Parameters as in :class:`LLMAnalyst.Params`; ``gateway`` may also be a live
@@ -268,21 +268,6 @@ class LLMAnalyst(BaseAgent):
                         rationale=" | ".join(notes),
                         llm_calls=tuple(r.call_id for r in results.values()))
 
-
-def _gateway_config(value: GatewayConfig | dict[str, Any] | None) -> GatewayConfig:
-    """A GatewayConfig from a config, a dict of overrides on the environment, or the environment."""
-    if isinstance(value, GatewayConfig):
-        return value
-    if value is not None and not isinstance(value, dict):
-        raise ConfigError(f"llm_analyst gateway={value!r} is invalid: pass a Gateway, a "
-                          "GatewayConfig or a table of GatewayConfig fields")
-    fields = dict(value or {})
-    if isinstance(fields.get("cache_path"), str):
-        fields["cache_path"] = str(Path(fields["cache_path"]).expanduser())
-    try:
-        return GatewayConfig.from_env(**fields)
-    except ValueError as exc:  # pydantic ValidationError names the field
-        raise ConfigError(f"llm_analyst gateway config is invalid: {exc}") from None
 
 
 def _render(*, symbol: str, day: str, interval: str, close: np.ndarray, volume: np.ndarray,

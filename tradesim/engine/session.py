@@ -153,7 +153,9 @@ class Session:
             account.rebalance(weights=w if w is not None else [math.nan] * len(universe),
                               stop_loss=sl, take_profit=tp)
         equity_end = account.close_step()
-        after = [f for _, _, f in account.fills[fills_before:]]  # close fills: next feedback's
+        # close fills belong to the next Feedback; agents that ignore feedback skip the copy
+        after = ([f for _, _, f in account.fills[fills_before:]] if self._feedback
+                 and len(account.fills) > fills_before else [])
         self._record(i, t, equity_end, reward)
         self._prev = (t, equity, after, costs_before)
         if account.ruined:

@@ -123,6 +123,19 @@ class GatewayConfig(BaseModel):
                          "plug-in")
 
     @classmethod
+    def from_param(cls, value: Any) -> GatewayConfig:
+        """An agent's ``gateway`` parameter: a config, a table of fields over the environment
+        (``~`` in ``cache_path`` expanded), or None for the environment alone."""
+        if isinstance(value, GatewayConfig):
+            return value
+        if value is not None and not isinstance(value, Mapping):
+            raise ValueError(f"gateway={value!r}: pass a table of GatewayConfig fields")
+        fields = dict(value or {})
+        if isinstance(fields.get("cache_path"), str):
+            fields["cache_path"] = str(Path(fields["cache_path"]).expanduser())
+        return cls.from_env(**fields)
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> GatewayConfig:
         """Read ``TRADESIM_LLM=provider[:model]`` (model may be a GGUF path for ``local``; for
         ``local-transformers`` it is always a path: GGUF file, model folder or cached hub id),

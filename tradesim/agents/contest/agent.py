@@ -118,19 +118,12 @@ class ContestAgent(BaseAgent):
         entrant_feedback: bool = Field(
             True, description="deliver each entrant the Feedback of its own virtual book once "
             "realised (decision j at step j+2), so entrants that learn online can learn")
-        gateway: GatewayConfig = Field(default_factory=lambda: GatewayConfig.from_env())
+        gateway: GatewayConfig = Field(default_factory=lambda: GatewayConfig.from_param(None))
 
         @field_validator("gateway", mode="before")
         @classmethod
         def _gateway(cls, value: Any) -> GatewayConfig:
-            if isinstance(value, GatewayConfig):
-                return value
-            if value is not None and not isinstance(value, dict):
-                raise ValueError("gateway must be a table of GatewayConfig fields")
-            fields = dict(value or {})
-            if isinstance(fields.get("cache_path"), str):
-                fields["cache_path"] = str(Path(fields["cache_path"]).expanduser())
-            return GatewayConfig.from_env(**fields)
+            return GatewayConfig.from_param(value)
 
         @field_validator("entrants", mode="before")
         @classmethod

@@ -88,12 +88,12 @@ class TradingGroup(BaseAgent):
             "into memory retrieval (minilm: the group extra's all-MiniLM-L6-v2)")
         text_weight: float = Field(0.5, ge=0, le=1, description="weight of the text "
                                    "similarity against the numeric one in retrieval")
-        gateway: GatewayConfig = Field(default_factory=lambda: _gateway_config(None))
+        gateway: GatewayConfig = Field(default_factory=lambda: GatewayConfig.from_param(None))
 
         @field_validator("gateway", mode="before")
         @classmethod
         def _gateway(cls, value: Any) -> GatewayConfig:
-            return _gateway_config(value)
+            return GatewayConfig.from_param(value)
 
     def __init__(self, **params: Any) -> None:
         given = params.get("gateway")
@@ -488,21 +488,6 @@ class TradingGroup(BaseAgent):
                                       settings_file=AGENT_FILE, journal_file=JOURNAL_FILE))
         return out
 
-
-def _gateway_config(value: GatewayConfig | dict[str, Any] | None) -> GatewayConfig:
-    """A GatewayConfig from a config, a dict of overrides on the environment, or the environment."""
-    if isinstance(value, GatewayConfig):
-        return value
-    if value is not None and not isinstance(value, dict):
-        raise ConfigError(f"tradinggroup gateway={value!r} is invalid: pass a Gateway, a "
-                          "GatewayConfig or a table of GatewayConfig fields")
-    fields = dict(value or {})
-    if isinstance(fields.get("cache_path"), str):
-        fields["cache_path"] = str(Path(fields["cache_path"]).expanduser())
-    try:
-        return GatewayConfig.from_env(**fields)
-    except ValueError as exc:
-        raise ConfigError(f"tradinggroup gateway config is invalid: {exc}") from None
 
 
 def _fit_gross(weights: dict[str, float], obs: Observation, cap: float) -> None:
