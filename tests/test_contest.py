@@ -252,7 +252,8 @@ def test_llm_teams_replay_with_zero_calls_fake_openai_server(market, tmp_path: P
         gateway = {"provider": "openai", "base_url": server.base_url, "mode": "cached",
                    "api_key_env": "TRADESIM_CONTEST_KEY", "cache_path": str(tmp_path / "c.db"),
                    "prices": {"gpt-4o-mini": (0.15, 0.6)}, "concurrency": 8}
-        params = {"every": 5, "judges": 2, "gateway": gateway, "entrants": ["sma_cross"]}
+        params = {"every": 5, "judges": 2, "gateway": gateway, "entrants": ["sma_cross"],
+                  "charge_llm_cost": True}
         config = _config("2018-05-01", "2018-06-29")
         first = simulate(config=config, agent=load_agent("contest", **params), data=market)
         n_first = len(server.requests)
@@ -266,6 +267,12 @@ def test_llm_teams_replay_with_zero_calls_fake_openai_server(market, tmp_path: P
     assert costs["team:data"]["prompt_tokens"] > 0 and costs["team:research"]["cost_usd"] > 0
     assert costs["research:growth"]["calls"] > 0 and costs["team:judges"]["calls"] > 0
     assert again.meta["contest"]["costs"]["total"]["model_calls"] == 0
+    # the LLM dollars are debited from the account, at list price also when the cache answered
+    charged = first.meta["contest"]["llm_cost_charged_usd"]
+    assert charged >= costs["total"]["cost_usd"] > 0
+    assert first.meta["costs_paid"]["expense"] == pytest.approx(charged, rel=1e-12)
+    assert first.decisions["expense"].sum() == pytest.approx(charged, rel=1e-12)
+    assert again.meta["contest"]["llm_cost_charged_usd"] == charged
 
 
 class OnlineLearner:

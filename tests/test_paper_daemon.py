@@ -49,7 +49,7 @@ def test_replay_parity_with_backtest(tmp_path: Path) -> None:
     store = _store(tmp_path)
     meta = store.meta()
     assert meta["schema_version"] == SCHEMA_VERSION and meta["finished"] == "end"
-    assert [r["version"] for r in store.table("migrations")] == [1]
+    assert [r["version"] for r in store.table("migrations")] == [1, 2]
     coids = [r["client_order_id"] for r in store.table("orders")]
     assert len(coids) == len(set(coids)) == len(back.orders)
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -43,3 +43,18 @@ class MeanReversion(BaseAgent):
     def load_state(self, state: dict[str, Any]) -> None:
         self._rng.bit_generator.state = state["rng"]
         self._hits = int(state["hits"])
+
+
+class Spender(BaseAgent):
+    """Pays for its decisions, as an LLM agent does: half in the first symbol at the first bar,
+    then ``fee`` dollars of expense per decision (``Decision.expense``)."""
+
+    name = "spender"
+
+    def __init__(self, *, fee: Any = 3.0, weight: float = 0.5) -> None:
+        self.fee, self.weight = fee, weight
+
+    def decide(self, obs: Observation) -> Decision:
+        if obs.step == 0 and self.weight:
+            return Decision(weights={obs.universe[0]: self.weight}, expense=self.fee)
+        return Decision(rationale="thinking costs money", expense=self.fee)

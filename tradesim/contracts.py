@@ -69,7 +69,10 @@ class Decision:
 
     Symbols absent from ``weights`` keep their current position when ``rebalance_missing`` is
     False (the default) and go flat when it is True. ``stop_loss`` / ``take_profit`` are price
-    levels per symbol. There is deliberately no field for a reward: rewards come from the ledger.
+    levels per symbol. ``expense`` is money the decision cost outside the market (the LLM
+    dollars it spent, a data fee): the session debits it from the account's cash, so it counts
+    in every cost, equity and reward figure. There is deliberately no field for a reward:
+    rewards come from the ledger.
     """
 
     weights: Mapping[str, float] = field(default_factory=dict)
@@ -79,6 +82,7 @@ class Decision:
     rationale: str = ""
     llm_calls: tuple[str, ...] = ()
     rebalance_missing: bool = False
+    expense: float = 0.0
 
     @classmethod
     def hold(cls, rationale: str = "hold") -> Decision:
@@ -89,6 +93,24 @@ class Decision:
             held = _HOLDS[rationale] = cls(weights=_EMPTY, stop_loss=_EMPTY, take_profit=_EMPTY,
                                            rationale=rationale)
         return held
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready fields (the session journal and the isolation protocol use it);
+        :meth:`from_dict` reads them back."""
+        return {"weights": dict(self.weights), "stop_loss": dict(self.stop_loss),
+                "take_profit": dict(self.take_profit), "confidence": self.confidence,
+                "rationale": self.rationale, "llm_calls": list(self.llm_calls),
+                "rebalance_missing": self.rebalance_missing, "expense": self.expense}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Decision:
+        """A Decision from :meth:`as_dict`'s fields (records written before ``expense`` lack it)."""
+        return cls(weights=dict(raw.get("weights") or {}), stop_loss=dict(raw.get("stop_loss") or {}),
+                   take_profit=dict(raw.get("take_profit") or {}),
+                   confidence=raw.get("confidence"), rationale=str(raw.get("rationale", "")),
+                   llm_calls=tuple(raw.get("llm_calls") or ()),
+                   rebalance_missing=bool(raw.get("rebalance_missing", False)),
+                   expense=raw.get("expense", 0.0))
 
     def bad_weights(self) -> list[str]:
         """Symbols whose target weight is not a finite number."""

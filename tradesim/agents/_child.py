@@ -117,11 +117,7 @@ def _empty(symbol: str, interval: str) -> Bars:
 def _encode(decision: object) -> dict:
     if not isinstance(decision, Decision):
         return {"type": type(decision).__name__}
-    return {"type": "Decision", "weights": dict(decision.weights),
-            "stop_loss": dict(decision.stop_loss), "take_profit": dict(decision.take_profit),
-            "confidence": decision.confidence, "rationale": decision.rationale,
-            "llm_calls": list(decision.llm_calls),
-            "rebalance_missing": decision.rebalance_missing}
+    return {"type": "Decision", **decision.as_dict()}
 
 
 def _reply(out: BinaryIO, value: dict) -> None:

@@ -313,7 +313,7 @@ def _decision(reply: Any, name: str) -> Decision:
 
     if not (reply.get("weights") or reply.get("stop_loss") or reply.get("take_profit")
             or reply.get("rebalance_missing") or reply.get("confidence") is not None
-            or reply.get("llm_calls")):
+            or reply.get("llm_calls") or reply.get("expense")):
         return Decision.hold(str(reply.get("rationale", "hold")))
     confidence = reply.get("confidence")
     return Decision(weights=mapping("weights"), stop_loss=mapping("stop_loss"),
@@ -321,4 +321,5 @@ def _decision(reply: Any, name: str) -> Decision:
                     confidence=None if confidence is None else float(confidence),
                     rationale=str(reply.get("rationale", "")),
                     llm_calls=tuple(str(c) for c in reply.get("llm_calls") or ()),
-                    rebalance_missing=bool(reply.get("rebalance_missing", False)))
+                    rebalance_missing=bool(reply.get("rebalance_missing", False)),
+                    expense=reply.get("expense", 0.0))  # the session validates its value

@@ -201,6 +201,18 @@ class Account:
         self._step_orders.append(order)
         return order
 
+    def charge_expense(self, amount: float) -> None:
+        """Debit money spent outside the market (a decision's LLM dollars) from cash, up to the
+        equity: what exceeds it is recorded as an ``expense_unpaid`` event and ruins the account."""
+        L = self.ledger
+        equity = L.equity()
+        paid = min(amount, max(equity, 0.0))
+        if paid:
+            L.charge_expense(paid)
+        if paid < amount:
+            self._event(self._bar[0], self._bar[1], "expense_unpaid", expense=amount, paid=paid,
+                        equity=equity)
+
     def close_step(self) -> float:
         """Check the ledger invariants for this step; returns equity. Ruin stops the account."""
         step, time = self._bar[0], self._bar[1]

@@ -140,10 +140,12 @@ def simulate(*, config: BacktestConfig, agent: Agent, data: MarketData,
     try:
         session.run(feed, progress=progress)
     except EngineError as exc:
-        meta.update(partial=True, error=f"{type(exc).__name__}: {exc}")
+        meta.update(partial=True, error=f"{type(exc).__name__}: {exc}",
+                    costs_paid=account.ledger.cost_totals())
         exc.partial_result = _finish(config, data, agent, recorder, bench, meta, started,
                                      save_to)
         raise
+    meta["costs_paid"] = account.ledger.cost_totals()
     if session.stopped == "ruin":
         meta["stopped"] = "ruin: equity fell to zero or below"
     return _finish(config, data, agent, recorder, bench, meta, started, save_to)

@@ -684,7 +684,7 @@ def _result(sim: SimResult, w: np.ndarray, universe: tuple[str, ...], clock: np.
              "reason": pd.Categorical.from_codes(f["reason"], ("rebalance", "liquidation"))}
     decisions = {"step": steps, "weights": json_rows(weights=w[steps], symbols=universe),
                  "stop_loss": "{}", "take_profit": "{}", "confidence": math.nan,
-                 "rationale": "precomputed weights (fast path)", "llm_calls": "[]",
+                 "rationale": "precomputed weights (fast path)", "llm_calls": "[]", "expense": 0.0,
                  "fallback": [fallback.get(i, "") for i in steps.tolist()] if fallback else "",
                  "error": [error.get(i, "") for i in steps.tolist()] if error else ""}
     e = sim.events

@@ -25,6 +25,10 @@ _REL_TOL = 1e-9
 class Ledger:
     """Book of one account over a fixed universe (lists indexed like ``symbols``)."""
 
+    # class-level defaults read by paper checkpoints pickled before these fields existed
+    expense: float = 0.0
+    _step_fees: float = 0.0
+
     def __init__(self, *, symbols: tuple[str, ...], initial_cash: float) -> None:
         if not (initial_cash > 0 and math.isfinite(initial_cash)):
             raise ValueError(f"initial_cash must be a positive number, got {initial_cash!r}")
@@ -37,10 +41,10 @@ class Ledger:
         self.prices: list[float] = [math.nan] * n  # mark per symbol (NaN before its first bar)
         self._avg = [0.0] * n
         self._real = [0.0] * n
-        self.commission = self.spread = self.slippage = self.borrow = 0.0
+        self.commission = self.spread = self.slippage = self.borrow = self.expense = 0.0
         self._start_cash = self.cash
         self._start_shares = list(self.shares)
-        self._step_borrow = 0.0
+        self._step_fees = 0.0
 
     # --- updates ---------------------------------------------------------------------------
 
@@ -48,7 +52,7 @@ class Ledger:
         """Snapshot what the invariants compare against at the end of the step."""
         self._start_cash = self.cash
         self._start_shares = self.shares.copy()
-        self._step_borrow = 0.0
+        self._step_fees = 0.0
 
     def apply(self, fill: Fill, col: int) -> None:
         """Book one fill: cash, position, average cost, realised P&L, cost totals."""
@@ -74,7 +78,13 @@ class Ledger:
         """Debit a short-borrow fee."""
         self.cash -= fee
         self.borrow += fee
-        self._step_borrow += fee
+        self._step_fees += fee
+
+    def charge_expense(self, amount: float) -> None:
+        """Debit money a decision cost outside the market (LLM dollars, data fees)."""
+        self.cash -= amount
+        self.expense += amount
+        self._step_fees += amount
 
     def mark(self, prices: Sequence[float]) -> None:
         """Mark to ``prices``; NaN entries (no bar now) keep the previous mark."""
@@ -107,8 +117,13 @@ class Ledger:
 
     @property
     def costs(self) -> float:
-        """All trading costs and fees paid so far."""
-        return self.commission + self.spread + self.slippage + self.borrow
+        """All trading costs, fees and decision expenses paid so far."""
+        return self.commission + self.spread + self.slippage + self.borrow + self.expense
+
+    def cost_totals(self) -> dict[str, float]:
+        """What :attr:`costs` is made of, by kind."""
+        return {"commission": self.commission, "spread": self.spread, "slippage": self.slippage,
+                "borrow": self.borrow, "expense": self.expense}
 
     def equity(self, marks: Sequence[float] | None = None) -> float:
         """Cash plus positions at ``marks`` (default: the current marks)."""
@@ -142,7 +157,7 @@ class Ledger:
               liquidated: bool, orders: Sequence[object] = ()) -> float:
         """Verify the invariants after a step; returns equity. ``fills`` are (column, fill)."""
         shares = self.shares
-        if (not fills and not self._step_borrow and self.cash == self._start_cash
+        if (not fills and not self._step_fees and self.cash == self._start_cash
                 and shares == self._start_shares):
             # nothing booked: cash and positions unchanged, and the identity below does not
             # depend on marks, so it holds as it did at the last full check
@@ -159,14 +174,14 @@ class Ledger:
             traded += f.quantity * f.price
             paid += f.cost
             moved[col] += f.quantity
-        expected_cash = self._start_cash - traded - paid - self._step_borrow
+        expected_cash = self._start_cash - traded - paid - self._step_fees
         scale = 1.0 + abs(self._start_cash) + abs(traded)
         if abs(self.cash - expected_cash) > _REL_TOL * scale:
             raise LedgerInvariantError(
-                "cash conservation broken: cash change != -sum(qty*price) - costs - borrow",
+                "cash conservation broken: cash change != -sum(qty*price) - costs - fees",
                 step=step, time=time, orders=list(orders),
                 numbers={"cash_before": self._start_cash, "cash_after": self.cash,
-                         "sum_qty_price": traded, "costs": paid, "borrow": self._step_borrow})
+                         "sum_qty_price": traded, "costs": paid, "fees": self._step_fees})
         if fills:
             tol = 1e-9 * (1.0 + max(abs(q) for q in shares))
             moved_wrong = any(abs(m - q) > tol for m, q in zip(moved, shares))

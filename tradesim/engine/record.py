@@ -40,7 +40,8 @@ _COLUMNS: dict[str, dict[str, str]] = {
                "return": "float64", "bars_held": "int64", "exit_reason": "str"},
     "decisions": {"time": "datetime64[ns, UTC]", "step": "int64", "weights": "str",
                   "stop_loss": "str", "take_profit": "str", "confidence": "float64",
-                  "rationale": "str", "llm_calls": "str", "fallback": "str", "error": "str"},
+                  "rationale": "str", "llm_calls": "str", "expense": "float64", "fallback": "str",
+                  "error": "str"},
     "events": {"time": "datetime64[ns, UTC]", "step": "int64", "kind": "str", "detail": "str"},
 }
 
@@ -456,6 +457,8 @@ def _journal_frame(journal: list[tuple]) -> pd.DataFrame:
         "rationale": [str(d.rationale) for d in real],
         "llm_calls": [json.dumps([str(x) for x in d.llm_calls]) if d.llm_calls else "[]"
                       for d in real],
+        "expense": [float(x) if isinstance(x := d.expense, (int, float)) else math.nan
+                    for d in real],
         "fallback": fallbacks, "error": errors})
 
 

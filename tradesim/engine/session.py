@@ -170,6 +170,8 @@ class Session:
         decision = None
         try:
             decision = self.agent.decide(obs)
+            if isinstance(decision, Decision) and decision.expense:
+                self._charge(decision.expense)
             if type(decision) is Decision and not (
                     decision.weights or decision.stop_loss or decision.take_profit
                     or decision.rebalance_missing):
@@ -195,6 +197,14 @@ class Session:
             return None, None, None
         self.recorder.decision(step=i, time=t, decision=decision)
         return w, sl, tp
+
+    def _charge(self, expense: object) -> None:
+        """Debit a decision's expense (money spent outside the market); raises when invalid."""
+        if isinstance(expense, bool) or not isinstance(expense, (int, float)) or not (
+                math.isfinite(expense) and expense >= 0):
+            raise _InvalidDecision(f"expense is {expense!r}; it must be a finite number of "
+                                   "dollars >= 0 (what the decision cost outside the market)")
+        self.account.charge_expense(float(expense))
 
     def _feed(self, i: int, t: np.datetime64, prev: tuple, equity: float, reward: float) -> None:
         """Deliver the Feedback of the decision taken at ``prev`` (its outcome is known at ``t``)."""

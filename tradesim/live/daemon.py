@@ -350,7 +350,7 @@ class PaperDaemon:
             if abs(pos.get(s, 0.0) - L.shares[j]) > _TOL * max(1.0, abs(L.shares[j])):
                 problems.append(f"{s}: the fill log sums to {pos.get(s, 0.0):g} shares, the "
                                 f"checkpoint holds {L.shares[j]:g}")
-        cash_log = L.initial_cash - spent - last["borrow_total"]
+        cash_log = L.initial_cash - spent - last["borrow_total"] - last["expense_total"]
         if abs(cash_log - L.cash) > _TOL * max(1.0, abs(L.cash)):
             problems.append(f"cash: the fill log gives {cash_log:.6f}, the checkpoint {L.cash:.6f}")
         if abs(L.equity() - last["equity"]) > _TOL * max(1.0, abs(last["equity"])):
@@ -458,7 +458,7 @@ class PaperDaemon:
             step=tick.step, time=tick.time,
             book={"equity": row["equity"], "cash": row["cash"], "gross": row["gross"],
                   "net": row["net"], "costs_total": row["costs_total"],
-                  "borrow_total": L.borrow, "reward": row["reward"]},
+                  "borrow_total": L.borrow, "expense_total": L.expense, "reward": row["reward"]},
             positions=list(row["positions"]), marks=list(row["marks"]), switch=guard.mode,
             halted=halted, engine=engine,
             agent_state=json.dumps(guard.state(), sort_keys=True, allow_nan=True),

@@ -24,7 +24,7 @@ from tradesim.contracts import Decision, Fill
 from tradesim.engine.broker import Order
 from tradesim.live.errors import SchemaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MIGRATIONS: tuple[tuple[int, str, str], ...] = ((1, "event log: ticks, decisions, orders, "
                                                   "order status, fills, events, llm calls", """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -55,7 +55,9 @@ CREATE TABLE checkpoint (id INTEGER PRIMARY KEY CHECK (id = 1), step INTEGER NOT
 CREATE INDEX fills_step ON fills(step);
 CREATE INDEX decisions_step ON decisions(step);
 CREATE INDEX llm_time ON llm_calls(time);
-"""),)
+"""), (2, "ticks: decision expenses (LLM dollars) debited from cash", """
+ALTER TABLE ticks ADD COLUMN expense_total REAL NOT NULL DEFAULT 0;
+"""))
 TERMINAL = ("filled", "partial", "cancelled", "replaced")
 
 
@@ -76,20 +78,11 @@ def _num(x: float | None) -> float:
 
 def decision_json(d: Decision | None) -> str | None:
     """A Decision as JSON (None stays None); :func:`decision_from_json` reads it back."""
-    if d is None:
-        return None
-    return json.dumps({"weights": dict(d.weights), "stop_loss": dict(d.stop_loss),
-                       "take_profit": dict(d.take_profit), "confidence": d.confidence,
-                       "rationale": d.rationale, "llm_calls": list(d.llm_calls),
-                       "rebalance_missing": d.rebalance_missing}, sort_keys=True)
+    return None if d is None else json.dumps(d.as_dict(), sort_keys=True)
 
 
 def decision_from_json(text: str | None) -> Decision | None:
-    if text is None:
-        return None
-    raw = json.loads(text)
-    raw["llm_calls"] = tuple(raw["llm_calls"])
-    return Decision(**raw)
+    return None if text is None else Decision.from_dict(json.loads(text))
 
 
 @dataclass
@@ -98,7 +91,8 @@ class TickRecord:
 
     step: int
     time: np.datetime64
-    book: dict[str, float]  # equity, cash, gross, net, costs_total, borrow_total, reward
+    book: dict[str, float]  # equity, cash, gross, net, costs_total, borrow_total, reward,
+    # expense_total
     positions: list[float]
     marks: list[float]
     switch: str
@@ -212,11 +206,11 @@ class SessionStore:
             db.execute("INSERT OR REPLACE INTO checkpoint VALUES (1, ?, ?, ?)",
                        (rec.step, rec.engine, rec.agent_state))
             b = rec.book
-            db.execute("INSERT INTO ticks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            db.execute("INSERT INTO ticks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        (rec.step, t, _time.time(), b["equity"], b["cash"], b["gross"], b["net"],
                         b["costs_total"], b["borrow_total"], b["reward"],
                         json.dumps(rec.positions), json.dumps(rec.marks), rec.switch,
-                        json.dumps(rec.halted)))
+                        json.dumps(rec.halted), b["expense_total"]))
             self._hit("tx_commit", rec.step)
         self._hit("committed", rec.step)
 

@@ -98,4 +98,5 @@ def _exits_only(decision: Decision, obs: Observation) -> Decision:
             keep[s] = w
     return Decision(weights=keep, stop_loss=decision.stop_loss, take_profit=decision.take_profit,
                     confidence=decision.confidence,
-                    rationale=f"[exits only] {decision.rationale}", llm_calls=decision.llm_calls)
+                    rationale=f"[exits only] {decision.rationale}", llm_calls=decision.llm_calls,
+                    expense=decision.expense)  # the money was spent whatever the switch says

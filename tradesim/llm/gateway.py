@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import os
 import random
 import threading
@@ -374,6 +375,18 @@ class Gateway:
         else:
             cache = LLMCache.write_rows(target, self.used_rows())
         return cache, self.journal.save(run / JOURNAL_FILE)
+
+    def priced_since(self, mark: int) -> tuple[float, int]:
+        """List-price dollars of the calls journaled after record ``mark``, and the new mark.
+
+        Cache hits are priced as if the model had been called (their tokens are cached), so a
+        cached replay charges exactly what the first run did; the sum is exactly rounded, so the
+        order in which concurrent calls landed does not change it.
+        """
+        records = self.journal.records[mark:]
+        usd = math.fsum(self.prices.cost(r.model, r.prompt_tokens, r.completion_tokens)
+                        for r in records)
+        return usd, mark + len(records)
 
     def close(self) -> None:
         if self._loop is not None:

@@ -114,7 +114,9 @@ class ContestAgent(BaseAgent):
         lookback: int = Field(10, ge=2, description="bars of returns in team prompts")
         context_tokens: int = Field(28_000, ge=256, description="data agent input budget")
         factor_tokens: int = Field(4_000, ge=16, description="data agent output budget")
-        charge_llm_cost: bool = Field(False, description="hold spent LLM dollars out of the market")
+        charge_llm_cost: bool = Field(
+            False, description="debit the LLM dollars each decision spent (list price, cache "
+            "hits included) from the account's cash, as a Decision expense")
         entrant_feedback: bool = Field(
             True, description="deliver each entrant the Feedback of its own virtual book once "
             "realised (decision j at step j+2), so entrants that learn online can learn")
@@ -225,17 +227,18 @@ class ContestAgent(BaseAgent):
         if not p.allow_short:
             combined = np.maximum(combined, 0.0)
         gross = float(np.abs(combined).sum())
-        cap = p.max_gross * self._cash_kept(obs)
-        if gross > cap > 0:
-            combined *= cap / gross
+        if gross > p.max_gross:
+            combined *= p.max_gross / gross
+        expense = self._expense()
         last = self._emitted
         if last is not None and float(np.max(np.abs(combined - last))) <= p.rebalance_threshold:
-            return (Decision(llm_calls=tuple(calls), rationale="contest: allocation unchanged")
-                    if calls else Decision.hold("contest: allocation unchanged"))
+            return (Decision(llm_calls=tuple(calls), rationale="contest: allocation unchanged",
+                             expense=expense)
+                    if calls or expense else Decision.hold("contest: allocation unchanged"))
         self._emitted = combined
         label = ", ".join(f"{n} {w:.2f}" for n, w in zip(self.entrant_names, weights) if w > 0)
         return Decision(weights={s: float(w) for s, w in zip(universe, combined)},
-                        rebalance_missing=True, llm_calls=tuple(calls),
+                        rebalance_missing=True, llm_calls=tuple(calls), expense=expense,
                         rationale=f"contest ({self._history[-1]['how']}): {label or 'cash'}")
 
     def update(self, feedback: Feedback) -> None:
@@ -254,7 +257,7 @@ class ContestAgent(BaseAgent):
                 "judges": _jsonable(self._judges), "ratings": _jsonable(self._ratings),
                 "emitted": None if self._emitted is None else _jsonable(self._emitted),
                 "history": self._history, "factors": self._factor_log,
-                "universe": self._universe,
+                "universe": self._universe, "charged": self._charged,
                 "entrants": [e.state() for e in self._entrants]}
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -269,6 +272,8 @@ class ContestAgent(BaseAgent):
         self._history = list(state["history"])
         self._factor_log = list(state.get("factors", []))
         self._universe = list(state.get("universe", []))
+        self._charged = float(state.get("charged", 0.0))
+        self._priced = len(self._gateway.journal.records) if self._gateway is not None else 0
         self._rewards, self._reference = [], []
         self._scorer = Scorer(self.config, entrants=len(self.entrant_names))
         for k in range(self._step):  # the realised rows again; the scorer catches up from them
@@ -286,8 +291,7 @@ class ContestAgent(BaseAgent):
             "scoring": self.params.scoring, "predictor": self.params.predictor,
             "reward": self.params.reward, "steps": self._step, "realise_steps": REALISE,
             "mean_weight": self._mean_weights(), "costs": costs,
-            "llm_cost_charged_usd": costs["total"]["cost_usd"] if self.params.charge_llm_cost
-            else 0.0}}
+            "llm_cost_charged_usd": self._charged}}
         for e in self._entrants:  # an LLM entrant's own record (llm_analyst) comes along
             if hasattr(e, "run_meta"):
                 sub = e.run_meta(start=start, end=end)
@@ -376,6 +380,9 @@ class ContestAgent(BaseAgent):
         self._rewards = []  # reward row j, realised at step j + REALISE
         self._reference = []  # holding the universe: mean known move of row j
         self._scorer = Scorer(self.config, entrants=len(self.entrant_names))
+        self._charged = 0.0  # LLM dollars debited from the account in this run
+        # journal records already priced (a resumed process starts a fresh journal)
+        self._priced = len(self._gateway.journal.records) if self._gateway is not None else 0
 
     def _build_entrants(self) -> list[Agent]:
         from tradesim.agents.registry import load_agent
@@ -455,12 +462,13 @@ class ContestAgent(BaseAgent):
         extra = self._judges if self._judges and self._judges[-1] else None
         return self._scorer.score(k, self._rewards, extra=extra, reference=self._reference)
 
-    def _cash_kept(self, obs: Observation) -> float:
-        """Fraction of equity left to invest after the LLM dollars spent (charge_llm_cost)."""
-        if not self.params.charge_llm_cost or obs.portfolio.equity <= 0:
-            return 1.0
-        spent = self.costs()["total"]["cost_usd"]
-        return max(0.0, 1.0 - spent / obs.portfolio.equity)
+    def _expense(self) -> float:
+        """The LLM dollars spent since the last decision when they are charged (else 0)."""
+        if not self.params.charge_llm_cost or self._gateway is None:
+            return 0.0
+        usd, self._priced = self._gateway.priced_since(self._priced)
+        self._charged += usd
+        return usd
 
     def _mean_weights(self) -> dict[str, float]:
         if not self._history:
