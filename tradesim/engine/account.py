@@ -76,7 +76,7 @@ class Account:
         self._step_orders: list[Order] = []
         self._liquidated = False
         self._bar: tuple[Any, ...] = ()  # (step, time, open, high, low, close, volume) of this bar
-        self._last_time: np.datetime64 | None = None
+        self._last_ns: int | None = None  # the previous bar's time (integer ns)
         self._gap = math.inf  # smallest spacing between bars seen (ns): bars per day for impact
         self._close_done = False  # market orders were worked at this bar's close (fill="close")
         self._ref: Sequence[float] = ()  # prices orders fill at in this phase (open or close)
@@ -93,34 +93,43 @@ class Account:
         if isinstance(open, np.ndarray):
             open, high, low, close, volume = (np.asarray(a, dtype=np.float64).tolist()
                                               for a in (open, high, low, close, volume))
-        self._open(step, time, open, high, low, close, volume)
+        self._open(step, time, open, high, low, close, volume,
+                   int(np.datetime64(time, "ns").astype(np.int64)))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle a paper checkpoint; ones written before bar times were integers convert."""
+        if "_last_time" in state:
+            last = state.pop("_last_time")
+            state["_last_ns"] = None if last is None else int(last.astype("int64"))
+        self.__dict__.update(state)
 
     def _open(self, step: int, time: np.datetime64, open: Sequence[float],
               high: Sequence[float], low: Sequence[float], close: Sequence[float],
-              volume: Sequence[float]) -> None:
-        """:meth:`open_step` on rows of Python floats, positionally (the loop's hot path)."""
+              volume: Sequence[float], ns: int) -> None:
+        """:meth:`open_step` on rows of Python floats, positionally, with the bar time as
+        integer ``ns`` (the loop's hot path)."""
         L = self.ledger
         L.begin_step()
         self._step_fills, self._step_orders, self._liquidated = [], [], False
         self._bar = (step, time, open, high, low, close, volume)
         shares = L.shares
         has_pos = any(shares)
-        if has_pos and self._last_time is not None and self.costs.borrow_bps_annual:
+        last = self._last_ns
+        if has_pos and last is not None and self.costs.borrow_bps_annual:
             short_value = 0.0
             for q, m in zip(shares, L.prices):
                 if q < 0:
                     short_value += -q * m
             if short_value:
-                fee = borrow_fee_on(short_value, self.costs.borrow_bps_annual,
-                                    float((time - self._last_time).astype("int64")))
+                fee = borrow_fee_on(short_value, self.costs.borrow_bps_annual, float(ns - last))
                 if fee:
                     L.charge_borrow(fee)
-        if self._last_time is not None:
-            gap = float((time - self._last_time).astype("int64"))
+        if last is not None:
+            gap = float(ns - last)
             if 0.0 < gap < self._gap:
                 self._gap = gap
                 self.broker.bars_per_day = bars_per_day(gap)
-        self._last_time = time
+        self._last_ns = ns
         self._close_done = False
         # no margin call can trigger with cash >= 0 and only long positions (at positive
         # prices): then equity >= gross exposure >= maintenance_margin x gross

@@ -32,6 +32,7 @@ class Tick:
     close: Sequence[float]
     volume: Sequence[float]
     view: PointInTimeView
+    ns: int  # ``time`` as integer nanoseconds (the account's bar spacing and fee accrual)
 
 
 class Feed(Protocol):
@@ -85,12 +86,14 @@ class HistoricalFeed:
             counts = list(zip(*(np.searchsorted(b.time, part, "right").tolist()
                                 for b in bars.values())))
             n_news = np.searchsorted(news.available_at, part, "right").tolist()
+            stamps = part.astype(np.int64).tolist()
             # tuples of floats: cheap to index, untracked by the cyclic garbage collector
             opens, highs, lows, closes, volumes = (list(zip(*a[lo:hi].T.tolist())) for a in (
                 rows.open, rows.high, rows.low, rows.close, rows.volume))
             for k, t in enumerate(part):
                 view = PointInTimeView(t, bars, dict(zip(names, counts[k])), news, n_news[k])
-                yield Tick(lo + k, t, opens[k], highs[k], lows[k], closes[k], volumes[k], view)
+                yield Tick(lo + k, t, opens[k], highs[k], lows[k], closes[k], volumes[k], view,
+                           stamps[k])
 
 
 def closes_on(data: MarketData, symbol: str, clock: np.ndarray) -> np.ndarray:

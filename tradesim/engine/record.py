@@ -440,26 +440,33 @@ def _json(mapping: Any) -> str:
 
 def _journal_frame(journal: list[tuple]) -> pd.DataFrame:
     """The decisions table from raw journal entries (step, time, decision or None, fallback,
-    error), built column by column."""
+    error). Each distinct Decision object is serialised once: most entries of a long run are the
+    shared ``Decision.hold()`` instances."""
     steps, times, decisions, fallbacks, errors = (
         (list(c) for c in zip(*journal)) if journal else ([] for _ in range(5)))
-    real = [d for d in decisions if d is not None]
-    if len(real) < len(decisions):  # journal rows without a Decision (the agent raised)
-        blank = Decision(weights={}, confidence=math.nan, rationale="")
-        real = [blank if d is None else d for d in decisions]
-    conf = [d.confidence for d in real]
+    fields: dict[int, tuple] = {}
+    for d in decisions:
+        if id(d) not in fields:
+            fields[id(d)] = _decision_fields(d)
+    cols = list(zip(*(fields[id(d)] for d in decisions))) if decisions else [[]] * 7
     return _columns_frame("decisions", {
-        "time": np.array(times, dtype="datetime64[ns]"), "step": steps,
-        "weights": [_json(d.weights) if d.weights else "{}" for d in real],
-        "stop_loss": [_json(d.stop_loss) if d.stop_loss else "{}" for d in real],
-        "take_profit": [_json(d.take_profit) if d.take_profit else "{}" for d in real],
-        "confidence": [float(c) if isinstance(c, (int, float)) else math.nan for c in conf],
-        "rationale": [str(d.rationale) for d in real],
-        "llm_calls": [json.dumps([str(x) for x in d.llm_calls]) if d.llm_calls else "[]"
-                      for d in real],
-        "expense": [float(x) if isinstance(x := d.expense, (int, float)) else math.nan
-                    for d in real],
+        "time": np.array(times, dtype="datetime64[ns]"), "step": steps, "weights": cols[0],
+        "stop_loss": cols[1], "take_profit": cols[2], "confidence": cols[3],
+        "rationale": cols[4], "llm_calls": cols[5], "expense": cols[6],
         "fallback": fallbacks, "error": errors})
+
+
+def _decision_fields(d: Decision | None) -> tuple:
+    """One journal row's decision columns (a row without a Decision: the agent raised)."""
+    if d is None:
+        return "{}", "{}", "{}", math.nan, "", "[]", 0.0
+    conf, expense = d.confidence, d.expense
+    return (_json(d.weights) if d.weights else "{}",
+            _json(d.stop_loss) if d.stop_loss else "{}",
+            _json(d.take_profit) if d.take_profit else "{}",
+            float(conf) if isinstance(conf, (int, float)) else math.nan, str(d.rationale),
+            json.dumps([str(x) for x in d.llm_calls]) if d.llm_calls else "[]",
+            float(expense) if isinstance(expense, (int, float)) else math.nan)
 
 
 def json_rows(*, weights: np.ndarray, symbols: Sequence[str]) -> list[str]:

@@ -116,7 +116,7 @@ class Session:
         account, recorder = self.account, self.recorder
         L = account.ledger
         i, t, close = tick.step, tick.time, tick.close
-        account._open(i, t, tick.open, tick.high, tick.low, close, tick.volume)
+        account._open(i, t, tick.open, tick.high, tick.low, close, tick.volume, tick.ns)
         if self._unseen:
             seen = self._seen
             for j, c in enumerate(close):
