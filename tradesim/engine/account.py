@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tradesim.contracts import Fill
 from tradesim.engine.broker import (
@@ -31,6 +32,7 @@ from tradesim.engine.costs import (
     affordable_qty,
     bars_per_day,
     borrow_fee_on,
+    load_costs,
     lots_down,
 )
 from tradesim.engine.ledger import Ledger
@@ -38,6 +40,27 @@ from tradesim.errors import ConfigError
 
 FILL_MODES: tuple[str, ...] = ("next_open", "close")
 _EXIT_REASON = {1: "stop_loss", 2: "take_profit"}
+
+
+class AccountConfig(BaseModel):
+    """The account's rules (cash, costs, fills, lots, shorting, leverage, margin), declared once:
+    backtests, the fast path and paper sessions read them from here."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    costs: CostModel = Field(default_factory=lambda: load_costs("default"))
+    initial_cash: float = Field(100_000.0, gt=0)
+    fill: Literal["next_open", "close"] = "next_open"
+    lot_size: float = Field(1.0, gt=0)
+    fractional: bool = False
+    allow_short: bool = False
+    max_leverage: float = Field(1.0, gt=0)
+    maintenance_margin: float = Field(0.25, ge=0, lt=1)
+
+    @field_validator("costs", mode="before")
+    @classmethod
+    def _costs(cls, value: Any) -> CostModel:
+        return load_costs(value)
 
 
 class Account:
@@ -80,6 +103,14 @@ class Account:
         self._gap = math.inf  # smallest spacing between bars seen (ns): bars per day for impact
         self._close_done = False  # market orders were worked at this bar's close (fill="close")
         self._ref: Sequence[float] = ()  # prices orders fill at in this phase (open or close)
+
+    @classmethod
+    def from_config(cls, config: AccountConfig, symbols: tuple[str, ...]) -> Account:
+        """A fresh account over ``symbols`` with ``config``'s rules."""
+        return cls(symbols=symbols, initial_cash=config.initial_cash, costs=config.costs,
+                   fill=config.fill, lot_size=config.lot_size, fractional=config.fractional,
+                   allow_short=config.allow_short, max_leverage=config.max_leverage,
+                   maintenance_margin=config.maintenance_margin)
 
     # --- one step ---------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
@@ -26,16 +25,16 @@ from pydantic import (
 from tradesim.contracts import Agent, RunArtifacts, RunContext
 from tradesim.data.bars import to_utc_stamp
 from tradesim.data.view import MarketData
-from tradesim.engine.account import Account
-from tradesim.engine.costs import CostModel, load_costs
+from tradesim.engine.account import Account, AccountConfig
 from tradesim.engine.feed import HistoricalFeed, closes_on
 from tradesim.engine.record import Recorder, RunResult
 from tradesim.engine.session import Session
 from tradesim.errors import ConfigError, EngineError, TradesimError
 
 
-class BacktestConfig(BaseModel):
-    """Everything that defines a backtest; snapshotted into every RunResult."""
+class BacktestConfig(AccountConfig):
+    """Everything that defines a backtest (the account's rules from :class:`AccountConfig`, then
+    agent, data and run settings); snapshotted into every RunResult."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -53,22 +52,9 @@ class BacktestConfig(BaseModel):
     news: str | None = Field(None, description="a news file loaded with the bars")
     quality: Literal["raise", "warn", "repair"] = "raise"
     allow: tuple[str, ...] = Field((), description="quality checks to skip, e.g. zero_volume")
-    costs: CostModel = Field(default_factory=lambda: load_costs("default"))
-    initial_cash: float = Field(100_000.0, gt=0)
-    fill: Literal["next_open", "close"] = "next_open"
-    lot_size: float = Field(1.0, gt=0)
-    fractional: bool = False
-    allow_short: bool = False
-    max_leverage: float = Field(1.0, gt=0)
-    maintenance_margin: float = Field(0.25, ge=0, lt=1)
     benchmark: str | None = None
     on_agent_error: Literal["raise", "hold"] = "raise"
     seed: int = 0
-
-    @field_validator("costs", mode="before")
-    @classmethod
-    def _costs(cls, value: Any) -> CostModel:
-        return load_costs(value)
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -123,10 +109,7 @@ def simulate(*, config: BacktestConfig, agent: Agent, data: MarketData,
     ``partial_result``, and the exception re-raised. ``meta`` adds run facts to the record.
     """
     universe, clock = universe_and_clock(config=config, data=data)
-    account = Account(symbols=universe, initial_cash=config.initial_cash, costs=config.costs,
-                      fill=config.fill, lot_size=config.lot_size, fractional=config.fractional,
-                      allow_short=config.allow_short, max_leverage=config.max_leverage,
-                      maintenance_margin=config.maintenance_margin)
+    account = Account.from_config(config, universe)
     recorder = Recorder(clock=clock, symbols=universe, spool=spool)
     context = RunContext(universe=universe, interval=config.interval, clock="historical",
                          seed=config.seed, run_folder=None if save_to is None else Path(save_to),

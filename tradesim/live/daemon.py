@@ -324,10 +324,7 @@ class PaperDaemon:
         cfg = self.config.engine
         ck, last = store.checkpoint(), store.last_tick()
         if ck is None and last is None:
-            return Account(symbols=universe, initial_cash=cfg.initial_cash, costs=cfg.costs,
-                           fill=cfg.fill, lot_size=cfg.lot_size, fractional=cfg.fractional,
-                           allow_short=cfg.allow_short, max_leverage=cfg.max_leverage,
-                           maintenance_margin=cfg.maintenance_margin), {}
+            return Account.from_config(cfg, universe), {}
         if ck is None or last is None or ck[0] != last["step"]:
             raise ReconciliationError(
                 f"session {self.config.name}: the checkpoint (step {ck and ck[0]}) does not "
