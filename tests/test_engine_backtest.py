@@ -12,11 +12,11 @@ import pytest
 from tradesim.contracts import BaseAgent, Decision, Feedback, Observation
 from tradesim.data.bars import Bars
 from tradesim.data.view import MarketData
-from tradesim.evaluate.backtest import BacktestConfig, run_backtest
-from tradesim.engine.broker import exit_prices, order_fill_price
+from tradesim.engine.broker import exit_price, order_fill_price
 from tradesim.engine.costs import CostModel, load_costs
 from tradesim.engine.record import RunResult
 from tradesim.errors import AgentDecisionError, ConfigError
+from tradesim.evaluate.backtest import BacktestConfig, run_backtest
 
 
 def _bars(symbol: str, closes: list[float], *, gap: float = 0.0, volume: float = 1e6) -> Bars:
@@ -85,16 +85,14 @@ def test_fill_prices_and_exit_rules() -> None:
     assert math.isnan(order_fill_price("limit", 10, 90.0, 100.0, 101.0, 94.0))
     assert order_fill_price("stop", -10, 95.0, 93.0, 96.0, 92.0) == 93.0  # stop gapped through
     assert order_fill_price("stop", 10, 105.0, 100.0, 106.0, 99.0) == 105.0
-    one = lambda *v: np.array(v, dtype=float)
     # long: stop 95 and target 105 both inside the bar -> adverse (stop) first
-    px, why = exit_prices(one(10), one(95), one(105), one(100), one(106), one(94))
-    assert (px[0], why[0]) == (95.0, 1)
+    assert exit_price(10, 95.0, 105.0, 100.0, 106.0, 94.0) == (95.0, 1)
     # long: open gapped below the stop -> fill at the open
-    px, why = exit_prices(one(10), one(95), one(105), one(90), one(92), one(89))
-    assert (px[0], why[0]) == (90.0, 1)
+    assert exit_price(10, 95.0, 105.0, 90.0, 92.0, 89.0) == (90.0, 1)
     # short: target below hit, stop above not -> target
-    px, why = exit_prices(one(-10), one(105), one(95), one(100), one(101), one(94))
-    assert (px[0], why[0]) == (95.0, 2)
+    assert exit_price(-10, 105.0, 95.0, 100.0, 101.0, 94.0) == (95.0, 2)
+    # nothing inside the bar -> no exit
+    assert math.isnan(exit_price(10, 95.0, 105.0, 100.0, 101.0, 99.0)[0])
 
 
 def test_stop_loss_from_decision_exits_within_the_bar() -> None:

@@ -1,5 +1,5 @@
-"""The event loop's scalar twins give exactly the numbers of the vectorised pure functions that
-the fast path reuses, and the fast loop still checks every invariant."""
+"""The event loop's bookkeeping: journal JSON, recorder rows and chunks, ledger invariants, array
+and list bar rows, and round trips against a FIFO lot-matching oracle."""
 
 from __future__ import annotations
 
@@ -14,17 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tradesim.contracts import Decision, Fill
-from tradesim.engine.broker import exit_price, exit_prices, target_qty, target_shares
-from tradesim.engine.costs import (
-    CostModel,
-    borrow_fee,
-    borrow_fee_on,
-    fill_costs,
-    load_costs,
-    trade_costs,
-)
-from tradesim.engine.ledger import Ledger
 from tradesim.engine.account import Account as Engine
+from tradesim.engine.costs import load_costs
+from tradesim.engine.ledger import Ledger
 from tradesim.engine.record import Recorder, _frame, _json, json_rows
 from tradesim.errors import LedgerInvariantError
 
@@ -35,44 +27,6 @@ _settings = settings(max_examples=150, deadline=None)
 
 def _same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
-
-
-@_settings
-@given(w=st.floats(-5, 5), equity=st.floats(-1e6, 1e7), price=st.one_of(_price, st.just(0.0)),
-       lot=st.sampled_from([1.0, 10.0, 0.5]), fractional=st.booleans())
-def test_target_qty_equals_target_shares(w, equity, price, lot, fractional) -> None:
-    with np.errstate(all="ignore"):
-        vec = np.nan_to_num(target_shares(np.array([w]), equity, np.array([price]), lot_size=lot,
-                                          fractional=fractional))[0]
-    assert target_qty(w, equity, price, lot_size=lot, fractional=fractional) == vec
-
-
-@_settings
-@given(q=st.sampled_from([-100.0, -1.5, 0.0, 2.0, 300.0]), stop=_level, target=_level,
-       o=_price, a=_price, b=_price)
-def test_exit_price_equals_exit_prices(q, stop, target, o, a, b) -> None:
-    low, high = min(o, a, b), max(o, a, b)
-    price, reason = exit_prices(*(np.array([x]) for x in (q, stop, target, o, high, low)))
-    p, r = exit_price(q, stop, target, o, high, low)
-    assert r == int(reason[0]) and _same(p, float(price[0]))
-
-
-@_settings
-@given(q=st.floats(-1e6, 1e6), price=_price,
-       volume=st.one_of(st.just(math.nan), st.just(0.0), st.floats(0, 1e7)),
-       model=st.sampled_from([load_costs("default"), load_costs("retail"), CostModel(),
-                              CostModel(commission_fixed=1.0, commission_bps=5, impact_y=3.0)]))
-def test_fill_costs_equal_trade_costs(q, price, volume, model) -> None:
-    vec = trade_costs(np.array([q]), np.array([price]), np.array([volume]), model)
-    assert fill_costs(q, price, volume, model) == tuple(float(x[0]) for x in vec)
-
-
-@_settings
-@given(q=st.floats(-1e5, 1e5), mark=_price, days=st.floats(0, 30))
-def test_borrow_fee_on_equals_borrow_fee(q, mark, days) -> None:
-    ns = days * 86_400e9
-    assert borrow_fee_on(max(-q, 0.0) * mark, 50.0, ns) == borrow_fee(
-        np.array([q]), np.array([mark]), 50.0, ns)
 
 
 @given(mapping=st.dictionaries(st.text(max_size=4), st.one_of(

@@ -5,9 +5,8 @@ knowable). Market orders fill at the next bar's open (or the same bar's close wh
 ``fill="close"``); limit and stop orders and per-position stop-loss / take-profit trigger against
 the bar's high/low with gap-through (a level gapped through fills at the open), and when a
 stop-loss and a take-profit both sit inside one bar the adverse one (the stop) is assumed first.
-The price functions are pure and vectorised so a fast path can reuse them; the event loop uses
-their scalar twins (``target_qty``, ``exit_price``, ``fill_costs``), which give identical numbers
-without NumPy's per-call overhead on one symbol at a time.
+The price functions are pure scalar functions (one symbol at a time, no NumPy per-call
+overhead); the fast path's compiled kernel holds the same arithmetic, pinned by parity tests.
 """
 
 from __future__ import annotations
@@ -60,19 +59,10 @@ class Order:
                 f"({self.reason}, {self.status}, filled {self.filled:+g})")
 
 
-def target_shares(weights: np.ndarray, equity: float, prices: np.ndarray, *, lot_size: float = 1.0,
-                  fractional: bool = False) -> np.ndarray:
-    """Shares that hold ``weights`` of ``equity`` at ``prices``, truncated toward zero to whole lots."""
-    raw = weights * equity / prices
-    if fractional:
-        return raw
-    return np.trunc(raw / lot_size) * lot_size
-
-
 def target_qty(weight: float, equity: float, price: float, *, lot_size: float = 1.0,
                fractional: bool = False) -> float:
-    """Scalar :func:`target_shares` for a finite ``weight`` (NaN or infinite results become 0 or
-    the largest float, as ``np.nan_to_num`` makes them)."""
+    """Shares that hold ``weight`` of ``equity`` at ``price``, truncated toward zero to whole lots
+    (NaN or infinite results become 0 or the largest float, as ``np.nan_to_num`` makes them)."""
     num = weight * equity
     if price:
         raw = num / price
@@ -101,29 +91,6 @@ def order_fill_price(kind: str, quantity: float, level: float, open_: float, hig
     return min(open_, level) if low <= level else math.nan
 
 
-def exit_prices(position: np.ndarray, stop: np.ndarray, target: np.ndarray, open_: np.ndarray,
-                high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per symbol: exit price (NaN: none) and 1 for stop-loss / 2 for take-profit.
-
-    Long: stop hit when low <= stop, target when high >= target; short mirrors it. A level the
-    open already passed fills at the open; both inside the bar -> the stop (adverse first).
-    """
-    long, short = position > 0, position < 0
-    with np.errstate(invalid="ignore"):
-        stop_hit = (long & (low <= stop)) | (short & (high >= stop))
-        tgt_hit = (long & (high >= target)) | (short & (low <= target))
-        stop_gap = (long & (open_ <= stop)) | (short & (open_ >= stop))
-        tgt_gap = (long & (open_ >= target)) | (short & (open_ <= target))
-    stop_px = np.where(long, np.fmin(open_, stop), np.fmax(open_, stop))
-    tgt_px = np.where(long, np.fmax(open_, target), np.fmin(open_, target))
-    # the open comes first: a gapped target beats an in-bar stop; otherwise the stop wins
-    use_tgt = tgt_hit & (tgt_gap | ~stop_hit) & ~stop_gap
-    use_stop = stop_hit & ~use_tgt
-    price = np.where(use_stop, stop_px, np.where(use_tgt, tgt_px, np.nan))
-    reason = np.where(use_stop, 1, np.where(use_tgt, 2, 0))
-    return price, reason
-
-
 def _fmin(a: float, b: float) -> float:
     return b if math.isnan(a) else a if math.isnan(b) else min(a, b)
 
@@ -134,7 +101,11 @@ def _fmax(a: float, b: float) -> float:
 
 def exit_price(quantity: float, stop: float, target: float, open_: float, high: float,
                low: float) -> tuple[float, int]:
-    """Scalar :func:`exit_prices` for one position: (exit price or NaN, 0 / 1 stop / 2 target)."""
+    """One position's exit in a bar: (exit price or NaN, 0 / 1 stop-loss / 2 take-profit).
+
+    Long: stop hit when low <= stop, target when high >= target; short mirrors it. A level the
+    open already passed fills at the open; both inside the bar -> the stop (adverse first).
+    """
     long, short = quantity > 0, quantity < 0
     stop_hit = (long and low <= stop) or (short and high >= stop)
     tgt_hit = (long and high >= target) or (short and low <= target)

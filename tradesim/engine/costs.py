@@ -2,7 +2,8 @@
 
 Costs are cash amounts charged on ``|Δposition|`` (never on the signed position) and kept apart
 from the fill price, so every fill price stays inside the bar's low..high. The functions below are
-pure and work on NumPy arrays so the event loop and a vectorised kernel share the same arithmetic.
+the event loop's; the fast path's compiled kernel holds the same arithmetic, pinned equal by the
+parity tests.
 
 Market impact follows the square-root law in the form of Almgren, Thum, Hauptmann & Li (2005,
 "Direct estimation of equity market impact", Risk 18(7)) and Tóth, Lemperière, Deremble et al.
@@ -30,7 +31,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tradesim.errors import ConfigError
@@ -164,32 +164,14 @@ def load_costs(spec: str | Path | Mapping | CostModel | None, *, where: str = "c
     return CostModel.preset(text)
 
 
-def trade_costs(qty: np.ndarray, price: np.ndarray, volume: np.ndarray,
-                model: CostModel, bars_per_day: float = 1.0
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(commission, spread cost, slippage+impact cost) of fills of ``qty`` shares at ``price``.
-
-    Signed quantities are allowed; only ``|qty|`` matters. Zero quantities cost nothing.
-    ``bars_per_day`` scales the bar's volume to a day's (the model's own value wins when set).
-    """
-    q = np.abs(np.asarray(qty, dtype=np.float64))
-    notional = q * np.asarray(price, dtype=np.float64)
-    traded = q > 0
-    commission = np.where(traded, model.commission_fixed + notional * (model.commission_bps * 1e-4),
-                          0.0)
-    spread = notional * (model.half_spread_bps * 1e-4)
-    slip = notional * (model.slippage_bps * 1e-4)
-    if model.impact_y:
-        vol = np.asarray(volume, dtype=np.float64) * (model.bars_per_day or bars_per_day)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            part = np.where(vol > 0, q / vol, 1.0)
-        slip = slip + notional * model.impact_scale * np.sqrt(np.minimum(part, 1.0))
-    return commission, spread, slip
-
-
 def fill_costs(qty: float, price: float, volume: float, model: CostModel,
                bars_per_day: float = 1.0) -> tuple[float, float, float]:
-    """Scalar :func:`trade_costs` for one fill (same arithmetic, same results, no arrays)."""
+    """(commission, spread cost, slippage+impact cost) of one fill of ``qty`` shares at ``price``.
+
+    Only ``|qty|`` matters; zero costs nothing. ``bars_per_day`` scales the bar's volume to a
+    day's (the model's own value wins when set). The fast path's compiled kernel holds the same
+    arithmetic, pinned by the parity tests.
+    """
     q = abs(qty)
     notional = q * price
     commission = model.commission_fixed + notional * (model.commission_bps * 1e-4) if q > 0 else 0.0
@@ -200,15 +182,6 @@ def fill_costs(qty: float, price: float, volume: float, model: CostModel,
         part = q / day if day > 0 else 1.0
         slip = slip + notional * model.impact_scale * math.sqrt(min(part, 1.0))
     return commission, spread, slip
-
-
-def cap_quantity(qty: np.ndarray, volume: np.ndarray, cap: float | None) -> np.ndarray:
-    """``qty`` limited to ``cap`` times the bar volume (sign kept); unchanged without a cap."""
-    q = np.asarray(qty, dtype=np.float64)
-    if cap is None:
-        return q
-    limit = cap * np.nan_to_num(np.asarray(volume, dtype=np.float64), nan=0.0)
-    return np.sign(q) * np.minimum(np.abs(q), np.maximum(limit, 0.0))
 
 
 def lots_down(qty: float, lot_size: float, fractional: bool) -> float:
@@ -251,16 +224,8 @@ def affordable_qty(qty: float, held: float, price: float, volume: float, *, equi
     return math.copysign(reduce + lots_down(max(most, 0.0), lot_size, fractional), qty)
 
 
-def borrow_fee(positions: np.ndarray, marks: np.ndarray, bps_annual: float, elapsed_ns: float) -> float:
-    """Fee for holding the short side of ``positions`` over ``elapsed_ns`` (calendar time)."""
-    if not bps_annual or elapsed_ns <= 0:
-        return 0.0
-    short_value = float(np.sum(np.where(positions < 0, -positions * marks, 0.0)))
-    return short_value * bps_annual * 1e-4 * elapsed_ns / YEAR_NS
-
-
 def borrow_fee_on(short_value: float, bps_annual: float, elapsed_ns: float) -> float:
-    """Scalar :func:`borrow_fee` given the short side's market value (a positive number)."""
+    """Fee for holding short positions worth ``short_value`` over ``elapsed_ns`` (calendar time)."""
     if not bps_annual or elapsed_ns <= 0:
         return 0.0
     return short_value * bps_annual * 1e-4 * elapsed_ns / YEAR_NS
