@@ -88,7 +88,7 @@ def test_leaderboard_saves_csv_and_html_with_ci_plot(board: Leaderboard, tmp_pat
     names = {p.name for p in folder.iterdir()}
     assert {"leaderboard.csv", "runs.csv", "leaderboard.html", "meta.json"} <= names
     page = (folder / "leaderboard.html").read_text()
-    assert "id=ci" in page and page.count("data:image/png") == 2 and "sma_cross" in page
+    assert "id=ci" in page and page.count('class="chart-spec"') == 2 and "sma_cross" in page
     assert ">isolation<" in page and ">lookahead<" in page and ">clean<" in page
     csv = pd.read_csv(folder / "leaderboard.csv", keep_default_na=False)
     assert (csv["lookahead"] == "clean").all() and set(csv["isolation"]) <= {"bwrap", "process"}

@@ -34,7 +34,7 @@ def test_the_quant_team_page_shows_roles_style_exits_and_memory(tmp_path: Path) 
     page = (tmp_path / PAGE_FILE).read_text()
     assert all(f"<section id={a}>" in page for a in
                ("setup", "roles", "style", "exits", "memory", "llm"))
-    assert page.count("<img") == 2
+    assert page.count('class="chart-spec"') == 3 and "<img" not in page  # 2 symbols + style
     frame = role_frame(_steps(tmp_path))
     assert len(frame) == 2 * len(result.equity)
     counts = path_counts(frame).set_index("role")
@@ -46,7 +46,8 @@ def test_the_quant_team_page_shows_roles_style_exits_and_memory(tmp_path: Path) 
     exits = _section(page, "exits")
     assert "conservative" in exits or "balanced" in exits
     entries = int((frame["stop_loss"].notna()).sum())
-    m = re.findall(r"<tr><td>(ALPHA|BRAVO)</td><td>\w+</td><td>(\d+)</td>", exits)
+    m = re.findall(r"<tr><td class=k>(ALPHA|BRAVO)</td><td class=k>\w+</td><td>(\d+)</td>",
+                   exits)
     assert sum(int(n) for _, n in m) == entries > 0
     memory = _section(page, "memory")
     assert "Retrievals that found realised similar situations" in memory

@@ -56,7 +56,8 @@ def test_audit_scores_a_consistent_analyst_well_fake_openai_server(tmp_path):
     assert audit.metric("yes to both buy and sell").value == 0.0
     assert audit.metric("yes rate (acquiescence)").value == 0.5
     page = write_probe_report(tmp_path / "audit.html", audit).read_text(encoding="utf-8")
-    assert "Decision-bias audit" in page and "call inverted" in page and "data:image/png" in page
+    assert "Decision-bias audit" in page and "call inverted" in page
+    assert 'class="chart-spec"' in page
 
 
 def test_audit_exposes_first_option_and_yes_bias_fake_openai_server(tmp_path):

@@ -11,16 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
-
-from tradesim.report.page import (
-    escape_html,
-    figure_png,
-    img_tag,
-    key_value_table,
-    section,
-    write_page,
-)
+from tradesim.report.charts import bar_chart
+from tradesim.report.page import escape_html, key_value_table, section, write_page
 
 _COLUMNS = ("canary", "hack", "goal", "raw return", "hardened", "buy-and-hold", "blocked", "met",
             "reason")
@@ -47,13 +39,15 @@ def write_audit_page(path: str | Path, *, rows: Sequence[Mapping[str, Any]],
         f"<p>{escape_html(meta.get('market', ''))}</p><p id=verdict>{verdict}</p>",
         section("rows", "Canaries", f"<table><tr>{head}</tr>{''.join(map(_row, rows))}</table>"),
         section("scores", "Hardened scores",
-                img_tag(_scores_png(rows, meta.get("buy_and_hold_hardened", math.nan)),
-                        "scores")),
+                _scores_chart(rows, meta.get("buy_and_hold_hardened", math.nan))
+                + "<p class=note>Green: the row meets its goal; red: it does not. The dashed "
+                "line is buy-and-hold's score.</p>"),
         section("references", "References", "<table><tr><th class=k>policy</th>"
                 f"<th>raw return</th><th>hardened</th></tr>{refs}</table>"),
         section("setup", "Setup", key_value_table(meta)),
     ]
-    return write_page(path, title="tradesim hack audit", heading="Hack audit", body=body)
+    return write_page(path, title="tradesim hack audit", heading="Hack audit", body=body,
+                      subtitle=f"{len(rows)} rows; {len(rows) - missed} meet their goal")
 
 
 def _row(r: Mapping[str, Any]) -> str:
@@ -69,20 +63,14 @@ def _row(r: Mapping[str, Any]) -> str:
             f"<td class=k>{escape_html(r['reason'])}{error}</td></tr>")
 
 
-def _scores_png(rows: Sequence[Mapping[str, Any]], buy_and_hold: float) -> bytes:
+def _scores_chart(rows: Sequence[Mapping[str, Any]], buy_and_hold: float) -> str:
     """Each canary's hardened score (green: goal met, red: not) against buy-and-hold's."""
-    fig = Figure(figsize=(11, 3.5))
-    ax = fig.subplots()
-    ax.bar([r["canary"] for r in rows],
-           [r["hardened"] if math.isfinite(r["hardened"]) else 0.0 for r in rows],
-           color=["#2e7d32" if r["met"] else "#b00020" for r in rows])
-    if math.isfinite(buy_and_hold):
-        ax.axhline(buy_and_hold, color="#1f4e9c", lw=1, ls="--", label="buy-and-hold")
-        ax.legend(loc="upper left")
-    ax.set_ylabel("hardened score")
-    ax.tick_params(axis="x", rotation=30, labelsize=8)
-    ax.grid(alpha=0.3, axis="y")
-    return figure_png(fig)
+    return bar_chart([r["canary"] for r in rows],
+                     [r["hardened"] if math.isfinite(r["hardened"]) else 0.0 for r in rows],
+                     ytitle="hardened score",
+                     colors=["#2e7d32" if r["met"] else "#b00020" for r in rows],
+                     hline=buy_and_hold, hline_name="buy-and-hold",
+                     hover=[f"{r['hack']}; goal: {r['goal']}" for r in rows])
 
 
 def _pct(x: float) -> str:

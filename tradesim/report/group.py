@@ -15,13 +15,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
+from tradesim.report.charts import color, time_chart, xs, ys
 from tradesim.report.page import (
     escape_html,
-    figure_png,
     frame_table,
-    img_tag,
     key_value_table,
     section,
     write_page,
@@ -40,27 +38,47 @@ def write_group_report(folder: str | Path, *, steps_file: str = "tradinggroup_st
                        out: str = PAGE_FILE) -> Path:
     """Write the team page for the run folder ``folder`` and return its path."""
     folder = Path(folder)
+    body = group_sections(folder, steps_file=steps_file, memory_file=memory_file,
+                          settings_file=settings_file, journal_file=journal_file)
+    settings = _read_json(folder / settings_file)
+    mode = "quantitative roles" if settings.get("quant_only", True) else (
+        f"model {settings.get('gateway', {}).get('model') or 'from the environment'}")
+    return write_page(folder / out, title="TradingGroup team", body=body,
+                      subtitle=f"{mode}; run folder {folder.name}")
+
+
+def group_sections(folder: str | Path, *, prefix: str = "", llm: bool = True,
+                   steps_file: str = "tradinggroup_steps.jsonl",
+                   memory_file: str = "tradinggroup_memory.sqlite",
+                   settings_file: str = "tradinggroup.json",
+                   journal_file: str = "llm_journal.jsonl") -> list[str]:
+    """The team's sections (setup, roles, style, stops, memory, LLM calls) for its own page or
+    a run page; ``prefix`` goes before every anchor so they stay unique on a shared page."""
+    folder = Path(folder)
     steps = _read_jsonl(folder / steps_file)
     frame = role_frame(steps)
     settings = _read_json(folder / settings_file)
-    body = [section("setup", "Setup", key_value_table(_setup(settings, steps)))]
+    body = [section(f"{prefix}setup", "Team setup" if prefix else "Setup",
+                    key_value_table(_setup(settings, steps)))]
     if frame.empty:
         body.append("<p class=note>The team made no decision in this run (warm-up only).</p>")
     else:
         body += [
-            section("roles", "Decisions per role over time",
-                    img_tag(_roles_png(frame), "role scores per symbol over time")
+            section(f"{prefix}roles", "Decisions per role over time",
+                    _roles_charts(frame)
                     + "<p class=note>Answers by path (llm: the model; quant: the numbers, "
                     "also when the model abstained):</p>" + frame_table(path_counts(frame))
                     + "<p class=note>Decisions by symbol:</p>"
                     + frame_table(action_counts(frame))),
-            section("style", "Style", img_tag(_style_png(steps), "style over time")
+            section(f"{prefix}style", "Style", _style_chart(steps)
                     + frame_table(_style_counts(steps))),
-            section("exits", "Stops and targets", _exits(frame)),
+            section(f"{prefix}exits", "Stops and targets", _exits(frame)),
         ]
-    body.append(section("memory", "Memory", _memory(folder / memory_file, frame)))
-    body.append(section("llm", "LLM calls and cost", _llm(folder / journal_file)))
-    return write_page(folder / out, title="TradingGroup team", body=body)
+    body.append(section(f"{prefix}memory", "Memory and reflections",
+                        _memory(folder / memory_file, frame)))
+    if llm:
+        body.append(section(f"{prefix}llm", "LLM calls and cost", _llm(folder / journal_file)))
+    return body
 
 
 def role_frame(steps: list[dict[str, Any]]) -> pd.DataFrame:
@@ -127,33 +145,51 @@ def _setup(settings: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, o
     return out
 
 
-def _roles_png(frame: pd.DataFrame) -> bytes:
-    symbols = list(dict.fromkeys(frame["symbol"]))[:6]
-    fig = Figure(figsize=(11, 2.4 * len(symbols)))
-    axes = np.atleast_1d(fig.subplots(len(symbols), 1, sharex=True, squeeze=False)[:, 0])
-    for ax, symbol in zip(axes, symbols):
-        f = frame[frame["symbol"] == symbol]
-        for role, style in (("news", "-"), ("report", ":"), ("trend", "--")):
-            ax.plot(f["time"], f[f"{role}_score"].astype(float), style, lw=0.9, label=role)
-        ax.plot(f["time"], f["signal"].astype(float), color="k", lw=1.2, label="merged")
-        for action, marker, color in (("buy", "^", "#17612e"), ("sell", "v", "#b00020")):
+def _roles_charts(frame: pd.DataFrame) -> str:
+    """One chart per symbol (the first six): each role's score, the merged signal, and the
+    decision role's buy and sell calls as markers."""
+    out = []
+    symbols = list(dict.fromkeys(frame["symbol"]))
+    for symbol in symbols[:6]:
+        f = frame[frame["symbol"] == symbol].set_index("time")
+        f.index = pd.DatetimeIndex(f.index)
+        lines = pd.DataFrame({role: pd.to_numeric(f[f"{role}_score"], errors="coerce")
+                              for role in ("news", "report", "trend")})
+        lines["merged"] = pd.to_numeric(f["signal"], errors="coerce")
+        styles = {"news": {"line": {"width": 1, "color": color(1)}},
+                  "report": {"line": {"width": 1, "dash": "dot", "color": color(2)}},
+                  "trend": {"line": {"width": 1, "dash": "dash", "color": color(4)}},
+                  "merged": {"line": {"width": 1.8, "color": "#111"}}}
+        marks = []
+        for action, symbol_mark, colour in (("buy", "triangle-up", "#17612e"),
+                                            ("sell", "triangle-down", "#b00020")):
             hit = f[f["action"] == action]
-            ax.scatter(hit["time"], hit["signal"].astype(float), marker=marker, s=14,
-                       color=color, label=action, zorder=3)
-        ax.axhline(0, color="#999", lw=0.5)
-        ax.set_ylabel(symbol)
-    axes[0].legend(loc="upper left", ncol=6, fontsize=8)
-    return figure_png(fig)
+            if len(hit):
+                marks.append({"type": "scatter", "mode": "markers", "name": action,
+                              "x": xs(pd.DatetimeIndex(hit.index)),
+                              "y": ys(pd.to_numeric(hit["signal"], errors="coerce")),
+                              "marker": {"symbol": symbol_mark, "size": 8, "color": colour}})
+        out.append(f"<h3>{escape_html(symbol)}</h3>" + time_chart(
+            lines, ytitle="score", styles=styles, extra=marks, height=260,
+            label=f"role scores for {symbol}"))
+    if len(symbols) > 6:
+        out.append(f"<p class=note>{len(symbols) - 6} more symbols are in the steps file.</p>")
+    return "".join(out)
 
 
-def _style_png(steps: list[dict[str, Any]]) -> bytes:
-    fig = Figure(figsize=(11, 1.8))
-    ax = fig.subplots()
-    times = [pd.Timestamp(s["time"]) for s in steps if s.get("style")]
-    level = [_STYLES.get(s["style"].get("style"), np.nan) for s in steps if s.get("style")]
-    ax.step(times, level, where="post", color="#335")
-    ax.set_yticks(list(_STYLES.values()), list(_STYLES))
-    return figure_png(fig)
+def _style_chart(steps: list[dict[str, Any]]) -> str:
+    rows = [(pd.Timestamp(s["time"]), _STYLES.get(s["style"].get("style"), np.nan))
+            for s in steps if s.get("style")]
+    if not rows:
+        return ""
+    level = pd.DataFrame({"style": [v for _, v in rows]},
+                         index=pd.DatetimeIndex([t for t, _ in rows]))
+    return time_chart(level, ytitle="style", step=True, height=200, label="style over time",
+                      styles={"style": {"line": {"color": "#335", "width": 1.5, "shape": "hv"},
+                                        "hovertemplate": "%{y}"}},
+                      layout={"yaxis": {"tickvals": list(_STYLES.values()),
+                                        "ticktext": list(_STYLES), "range": [-0.3, 2.3]},
+                              "showlegend": False})
 
 
 def _style_counts(steps: list[dict[str, Any]]) -> pd.DataFrame:
@@ -223,4 +259,5 @@ def _llm(path: Path) -> str:
             f"({int(calls['cache_hit'].sum())} from the cache).</p>" + frame_table(table))
 
 
-__all__ = ["PAGE_FILE", "action_counts", "path_counts", "role_frame", "write_group_report"]
+__all__ = ["PAGE_FILE", "action_counts", "group_sections", "path_counts", "role_frame",
+           "write_group_report"]

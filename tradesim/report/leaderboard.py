@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from tradesim.report.charts import equity_curves, sharpe_intervals
-from tradesim.report.page import escape_html, img_tag, key_value_table, section, write_page
+from tradesim.report.page import details, escape_html, key_value_table, section, write_page
 
 
 def write_leaderboard_page(path: str | Path, *, table: pd.DataFrame, equity: pd.DataFrame,
@@ -45,14 +45,21 @@ def write_leaderboard_page(path: str | Path, *, table: pd.DataFrame, equity: pd.
     page = [
         f"<p>{escape_html(meta.get('market', ''))}; ranked by hardened score; deflated Sharpe "
         f"counts {escape_html(meta.get('n_trials', 0))} trials</p>",
-        section("table", "Agents", f"<table><tr>{head}</tr>{body}</table>"
+        section("table", "Agents", "<div class=scroll><table id=leaderboard-table>"
+                f"<tr>{head}</tr>{body}</table></div>"
                 + (f"<ul class=warn>{errors}</ul>" if errors else "")),
-        section("ci", "Sharpe confidence intervals", img_tag(ci, "Sharpe CI")),
-        section("equity", "Equity",
-                img_tag(equity_curves(equity, ylabel="equity (mean over seeds)"), "equity")),
-        section("setup", "Setup", key_value_table(meta)),
+        section("ci", "Sharpe confidence intervals", ci),
+        section("equity", "Equity", equity_curves(equity, ylabel="equity (mean over seeds)")),
+        section("setup", "Setup", key_value_table({k: meta[k] for k in _SETUP if k in meta})
+                + details("Show the whole setup (costs, score config, fingerprints)",
+                          key_value_table(meta))),
     ]
-    return write_page(path, title="tradesim leaderboard", heading="Leaderboard", body=page)
+    return write_page(path, title="tradesim leaderboard", heading="Leaderboard", body=page,
+                      subtitle=f"{len(records)} agents on {meta.get('market', 'the market')}")
+
+
+_SETUP = ("market", "bars", "seeds", "n_trials", "confidence", "n_boot", "fill_mode", "isolate",
+          "lookahead_check")
 
 
 def _cls(column: str, value: object) -> str:

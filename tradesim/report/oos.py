@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from tradesim.report.charts import equity_curves, sharpe_intervals
-from tradesim.report.page import escape_html, frame_table, img_tag, section, write_page
+from tradesim.report.page import details, escape_html, frame_table, key_value_table, section, write_page
 
 
 def write_oos_page(path: str | Path, *, runs: pd.DataFrame, summary: pd.DataFrame,
@@ -30,23 +30,23 @@ def write_oos_page(path: str | Path, *, runs: pd.DataFrame, summary: pd.DataFram
     labels = [p if s is None or (isinstance(s, float) and math.isnan(s)) else f"{p}/seed{int(s)}"
               for p, s in zip(runs["policy"], runs["seed"], strict=True)]
     ci = sharpe_intervals(labels, runs["sharpe"], runs["sharpe_low"], runs["sharpe_high"],
-                          xlabel="annualised Sharpe, held out, with block-bootstrap CI",
-                          width=10)
+                          xlabel="annualised Sharpe, held out, with block-bootstrap CI")
     references = [c for c in equity.columns if not str(c).startswith("qtnet/")]
-    curves = equity_curves(equity, ylabel="equity", bold=references, width=10)
+    curves = equity_curves(equity, ylabel="equity", bold=references)
     verdict = ", ".join(f"{'beats' if v else 'does not beat'} {k}"
                         for k, v in meta.get("verdict", {}).items())
     setup = {k: v for k, v in meta.items() if k != "config"}
+    config = meta.get("config")
     body = [
         f"<p>{escape_html(meta.get('held_out', ''))}: QTNet {escape_html(verdict)} "
         "(total return; whole CI of the excess above zero)</p>",
         section("summary", "Summary over seeds", frame_table(summary)),
-        section("ci", "Sharpe per run", img_tag(ci, "Sharpe CI")),
-        section("equity", "Equity", img_tag(curves, "equity")),
+        section("ci", "Sharpe per run", ci),
+        section("equity", "Equity", curves + "<p class=note>References (dashed, thick) are "
+                "what QTNet is judged against.</p>"),
         section("runs", "Runs", frame_table(runs)),
-        section("setup", "Setup",
-                f"<pre>{escape_html(json.dumps(setup, indent=1, default=str))}</pre>"
-                "<h3>config</h3><pre>"
-                f"{escape_html(json.dumps(meta.get('config'), indent=1, default=str))}</pre>"),
+        section("setup", "Setup", key_value_table(setup) + details(
+            "Show the study's config", key_value_table(config) if isinstance(config, Mapping)
+            else f"<pre>{escape_html(json.dumps(config, indent=1, default=str))}</pre>")),
     ]
     return write_page(path, title="QTNet out of sample", body=body)

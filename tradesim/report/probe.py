@@ -6,16 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from matplotlib.figure import Figure
 
-from tradesim.report.page import (
-    figure_png,
-    frame_table,
-    img_tag,
-    key_value_table,
-    section,
-    write_page,
-)
+from tradesim.report.charts import interval_chart
+from tradesim.report.page import frame_table, key_value_table, section, write_page
 
 
 def write_probe_report(path: str | Path, audit: Any) -> Path:
@@ -41,25 +34,21 @@ def write_probe_report(path: str | Path, audit: Any) -> Path:
              "count as failures, never as hold.</p>")
     body = [section("audit", "Decision-bias audit", header + intro),
             section("metrics", "Metrics", frame_table(rows)),
-            section("plot", "Rates with intervals vs random",
-                    img_tag(_plot(audit.metrics), "audit metrics")),
+            section("plot", "Rates with intervals vs random", _plot(audit.metrics)),
             section("answers", "Answers per item",
                     frame_table(answers) if len(answers) else "<p class=note>no answers</p>")]
-    return write_page(path, title=f"LLM decision-bias audit: {audit.model}",
-                      body=body)
+    return write_page(path, title=f"LLM decision-bias audit: {audit.model}", body=body,
+                      subtitle=f"{audit.provider} · {audit.items} items x {audit.samples} "
+                               f"samples · {audit.calls} calls")
 
 
-def _plot(metrics: list[Any]) -> bytes:
-    fig = Figure(figsize=(11, 0.45 * len(metrics) + 1))
-    ax = fig.subplots()
-    ys = range(len(metrics))[::-1]
-    for y, m in zip(ys, metrics, strict=True):
-        ax.plot([m.lo, m.hi], [y, y], color="#1f4e9c", lw=2)
-        ax.plot([m.value], [y], "o", color="#1f4e9c")
-        if m.baseline is not None:
-            ax.plot([m.baseline], [y], "x", color="#c0392b")
-    ax.set_yticks(list(ys), [f"{m.test}: {m.name}" for m in metrics], fontsize=8)
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_xlabel("rate (o model with 95% interval, x random answerer)")
-    fig.tight_layout()
-    return figure_png(fig)
+def _plot(metrics: list[Any]) -> str:
+    """Each rate with its Wilson interval (o) and the random answerer's rate (x)."""
+    if not metrics:
+        return "<p class=note>no metrics</p>"
+    return interval_chart([f"{m.test}: {m.name}" for m in metrics], [m.value for m in metrics],
+                          [m.lo for m in metrics], [m.hi for m in metrics],
+                          xtitle="rate (o model with 95% interval, x random answerer)",
+                          baseline=[float("nan") if m.baseline is None else m.baseline
+                                    for m in metrics],
+                          baseline_name="random answerer", xrange=(-0.02, 1.02))
