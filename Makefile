@@ -39,6 +39,7 @@ run: setup
 test: setup-dev
 	$(BIN)/ruff check tradesim
 	$(BIN)/mypy
+	$(BIN)/mkdocs build --strict --quiet --site-dir build/site
 	$(BIN)/python -m pytest -q
 
 bench: setup-dev
