@@ -81,7 +81,8 @@ def run_agent(name: str, tmp: Path) -> Any:
     if name != "llm_analyst":  # dual_thrust's spec goes short, momentum's levers up to 2x
         return run_backtest(config=BacktestConfig.build(
             agent=name, allow_short=name == "dual_thrust",
-            max_leverage=2.0 if name == "momentum" else 1.0))
+            max_leverage=2.0 if name == "momentum" else 1.0,
+            agent_params={"max_gross": 2.0} if name == "momentum" else {}))
     from tradesim.llm.testing import FakeOpenAIServer
 
     with FakeOpenAIServer(default=llm_reply) as server:

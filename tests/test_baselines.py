@@ -211,3 +211,20 @@ def test_registry_errors_name_the_problem(tmp_path: Path) -> None:
         load_agent(str(bad))
     with pytest.raises(ConfigError, match="does not exist"):
         load_agent(str(tmp_path / "missing.toml"))
+
+
+def test_momentum_keeps_the_book_within_the_default_account_leverage() -> None:
+    """Per-symbol sizes add up past 1x on five symbols; the agent scales the book to max_gross
+    (the default account's 1x) instead of sending weights the session refuses."""
+    from tradesim.data.load import load_market
+    from tradesim.engine.backtest import BacktestConfig, simulate
+
+    symbols = ("ALPHA", "BRAVO", "CHARLIE", "DELTA", "ECHO")
+    data = load_market(symbols=list(symbols), source="sample")
+    run = simulate(config=BacktestConfig.build(symbols=symbols, agent="momentum"),
+                   agent=load_agent("momentum"), data=data)
+    assert not run.meta["partial"] and len(run.fills) > 100
+    assert run.equity["gross_exposure"].max() <= 1.0 + 1e-6
+    raw = load_agent("momentum", max_gross=10.0).target_weights(data).abs().sum(axis=1)
+    capped = load_agent("momentum").target_weights(data).abs().sum(axis=1)
+    assert raw.max() > 1.0 and capped.max() <= 1.0 + 1e-12

@@ -73,6 +73,7 @@ class _WindowSignalAgent(BaseAgent):
 
     _signals: dict[str, float] | None = None  # per-symbol signal at the previous decision
     _time: np.datetime64 | None = None
+    max_gross = math.inf  # the book's gross weight is scaled down to this when above it
 
     def decide(self, obs: Observation) -> Decision:
         """Re-target the whole book only when some symbol's signal changes (a cross): between
@@ -88,7 +89,14 @@ class _WindowSignalAgent(BaseAgent):
             return Decision.hold(self.name)
         self._signals = signals
         n = len(obs.universe)
-        return Decision(weights={s: v / n for s, v in signals.items()}, rationale=self.name)
+        weights = {s: v / n for s, v in signals.items()}
+        gross = 0.0
+        for w in weights.values():
+            gross += abs(w)
+        if gross > self.max_gross:
+            scale = self.max_gross / gross
+            weights = {s: w * scale for s, w in weights.items()}
+        return Decision(weights=weights, rationale=self.name)
 
     def target_weights(self, data: MarketData, *, start: object | None = None) -> pd.DataFrame:
         """Weights decided at every bar end of ``data`` (time x symbol; NaN = hold), at once.
@@ -105,7 +113,17 @@ class _WindowSignalAgent(BaseAgent):
         if live.any():
             first = int(np.argmax(live))
             unchanged.iloc[first] = bool(signals.iloc[first].isna().all())
-        return signals.where(~unchanged) / len(data.symbols)
+        weights = signals.where(~unchanged) / len(data.symbols)
+        if math.isfinite(self.max_gross):  # the same scaling as decide, summed in its order
+            size = np.nan_to_num(np.abs(weights.to_numpy()))
+            gross = np.zeros(len(size))
+            for j in range(size.shape[1]):
+                gross = gross + size[:, j]
+            over = gross > self.max_gross
+            scale = np.ones(len(size))
+            scale[over] = self.max_gross / gross[over]
+            weights = weights.mul(scale, axis=0)  # x 1.0 where not over: unchanged
+        return weights
 
     def start(self, context: RunContext) -> None:
         """A new run: forget the previous run's signals."""
@@ -208,6 +226,8 @@ class TimeSeriesMomentum(_WindowSignalAgent):
                                          "(None: unit positions)")
         vol_window: int = Field(60, ge=2, description="returns in the volatility estimate")
         max_leverage: float = Field(2.0, gt=0, description="cap per symbol")
+        max_gross: float = Field(1.0, gt=0, description="cap on the book's gross weight (the "
+                                 "account's max_leverage); above it every weight scales down")
         periods_per_year: float = Field(252.0, gt=0, description="bars per year")
         allow_short: bool = Field(False, description="short a falling trend")
 
@@ -215,7 +235,7 @@ class TimeSeriesMomentum(_WindowSignalAgent):
         p = self._configure(params)
         self.horizon, self.vol_target, self.vol_window = p.lookback, p.vol_target, p.vol_window
         self.max_leverage, self.periods_per_year = p.max_leverage, p.periods_per_year
-        self.allow_short = p.allow_short
+        self.allow_short, self.max_gross = p.allow_short, p.max_gross
         self.lookback = max(p.lookback, p.vol_window) + 1
 
     def _signal(self, windows: np.ndarray) -> np.ndarray:

@@ -125,7 +125,7 @@ class Account:
             open, high, low, close, volume = (np.asarray(a, dtype=np.float64).tolist()
                                               for a in (open, high, low, close, volume))
         self._open(step, time, open, high, low, close, volume,
-                   int(np.datetime64(time, "ns").astype(np.int64)))
+                   int(time.astype("datetime64[ns]").astype(np.int64)))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickle a paper checkpoint; ones written before bar times were integers convert."""

@@ -448,7 +448,7 @@ def _journal_frame(journal: list[tuple]) -> pd.DataFrame:
     for d in decisions:
         if id(d) not in fields:
             fields[id(d)] = _decision_fields(d)
-    cols = list(zip(*(fields[id(d)] for d in decisions))) if decisions else [[]] * 7
+    cols = list(zip(*(fields[id(d)] for d in decisions))) if decisions else [()] * 7
     return _columns_frame("decisions", {
         "time": np.array(times, dtype="datetime64[ns]"), "step": steps, "weights": cols[0],
         "stop_loss": cols[1], "take_profit": cols[2], "confidence": cols[3],

@@ -174,7 +174,7 @@ class PollingFeed:
         counts = {s: int(np.searchsorted(b.time, t, "right")) for s, b in got.items()}
         view = PointInTimeView(t, got, counts, News.empty(), 0)
         o, h, lo, c, v = (tuple(r) for r in rows)
-        return Tick(step, t, o, h, lo, c, v, view, int(np.datetime64(t, "ns").astype(np.int64)))
+        return Tick(step, t, o, h, lo, c, v, view, int(t.astype("datetime64[ns]").astype(np.int64)))
 
 
 def _has(b: Bars, t: np.datetime64) -> bool:
