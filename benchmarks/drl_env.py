@@ -1,10 +1,12 @@
-"""Benchmark: env-steps/s of the batched QTNet env, its gymnasium wrapper, and gym-anytrading.
+"""Benchmark: env-steps/s of the batched QTNet env, the single gymnasium env, and gym-anytrading.
 
 One env-step is one book advancing one bar. The batched env steps 10 daily assets jointly
 (real files from ../shared/data/daily when present, else the synthetic market) with the
-default cost preset on the CPU (or ``--device cuda``). The peer, gym-anytrading's StocksEnv,
-is measured in the same run on one asset. Each figure is the median of ``--repeats`` timed runs
-(wall clock; the process's CPU-time rate beside it shows how much a loaded machine cost).
+default cost preset on the CPU (or ``--device cuda``). The single gymnasium env (one book on
+the engine's compiled bar functions, default costs charged) and the peer, gym-anytrading's
+StocksEnv, step one asset in the same run, their timed runs interleaved so a loaded machine
+slows both alike; both loops pick actions from a precomputed cycle. Each figure is the median
+of ``--repeats`` timed runs (wall clock; the CPU-time rate beside it shows what load cost).
 Torch runs on one CPU thread by default: on a shared 2-core box two intra-op threads spin
 against other processes and were measured 5-30x slower. Prints one line per figure.
 Run: ``python benchmarks/drl_env.py [--device auto] [--seconds 1] [--repeats 5]``.
@@ -13,20 +15,22 @@ Run: ``python benchmarks/drl_env.py [--device auto] [--seconds 1] [--repeats 5]`
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from tradesim.device import pick_device
 from tradesim.agents.qtnet.env import EnvConfig, EnvData, TradingEnv
 from tradesim.data.files import read_bars
 from tradesim.data.synthetic import SyntheticSource
 from tradesim.data.view import MarketData
+from tradesim.device import pick_device
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "daily"
 SYMBOLS = ("AAPL", "MSFT", "IBM", "INTC", "JNJ", "KO", "MCD", "PG", "GE", "HD")
@@ -75,27 +79,25 @@ def _batched(data: EnvData, n_envs: int, device: torch.device, seconds: float,
     return _timed(run, repeats)
 
 
-def _gym(data: EnvData, seconds: float, repeats: int) -> tuple[float, float]:
-    from tradesim.agents.qtnet.gym_env import QTNetGymEnv
-
-    env = QTNetGymEnv(data=data, config=EnvConfig(episode_len=256))
-    env.reset(seed=0)
-    action = np.zeros(env.action_space.shape, dtype=np.float32)
+def _stepper(env: Any, actions: list[Any], seconds: float) -> Callable[[], tuple[int, float, float]]:
+    """A timed run of ``env`` (gymnasium API) cycling through ``actions`` (resets when done)."""
+    cycle = len(actions)
 
     def run() -> tuple[int, float, float]:
         steps, start, cpu = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - start < seconds:
-            action[:] = np.sin(steps)
-            _, _, term, trunc, _ = env.step(action)
-            if term or trunc:
-                env.reset()
-            steps += 1
+            for i in range(64):
+                _, _, term, trunc, _ = env.step(actions[i % cycle])
+                if term or trunc:
+                    env.reset()
+            steps += 64
         return steps, time.perf_counter() - start, time.process_time() - cpu
 
-    return _timed(run, repeats)
+    return run
 
 
-def _anytrading(market: MarketData, seconds: float, repeats: int) -> tuple[float, float] | None:
+def _anytrading(market: MarketData) -> Any | None:
+    """gym-anytrading's StocksEnv on the first symbol (None when it is not installed)."""
     try:
         from gym_anytrading.envs import StocksEnv
     except ImportError:
@@ -103,17 +105,30 @@ def _anytrading(market: MarketData, seconds: float, repeats: int) -> tuple[float
     frame = market.full(market.symbols[0]).frame().rename(columns=str.capitalize)
     env = StocksEnv(df=frame, window_size=10, frame_bound=(10, len(frame)))
     env.reset(seed=0)
+    return env
 
-    def run() -> tuple[int, float, float]:
-        steps, start, cpu = 0, time.perf_counter(), time.process_time()
-        while time.perf_counter() - start < seconds:
-            _, _, term, trunc, _ = env.step(steps % 2)
-            if term or trunc:
-                env.reset()
-            steps += 1
-        return steps, time.perf_counter() - start, time.process_time() - cpu
 
-    return _timed(run, repeats)
+def _singles(data: EnvData, market: MarketData, seconds: float, repeats: int
+             ) -> tuple[tuple[float, float], tuple[float, float] | None]:
+    """(single gymnasium env, gym-anytrading) rates, their timed runs interleaved."""
+    from tradesim.agents.qtnet.gym_env import QTNetGymEnv
+
+    ours = QTNetGymEnv(data=data, config=EnvConfig(episode_len=256))  # default costs
+    ours.reset(seed=0)
+    cycle = [np.array([math.sin(k)], dtype=np.float32) for k in range(16)]
+    runs = [_stepper(ours, cycle, seconds)]
+    peer = _anytrading(market)
+    if peer is not None:
+        runs.append(_stepper(peer, [0, 1], seconds))
+    for run in runs:  # warm: compiled code loaded, caches hot
+        run()
+    rates: list[list[tuple[int, float, float]]] = [[] for _ in runs]
+    for _ in range(repeats):
+        for out, run in zip(rates, runs):
+            out.append(run())
+    medians = [(statistics.median(s / w for s, w, _ in r),
+                statistics.median(s / max(c, 1e-9) for s, _, c in r)) for r in rates]
+    return medians[0], (medians[1] if len(medians) > 1 else None)
 
 
 def main() -> None:
@@ -139,17 +154,20 @@ def main() -> None:
         print(f"batched env, n_envs={n:>6}: {rate:>14,.0f} env-steps/s (x{data.n_assets} assets; "
               f"{cpu_rate:,.0f} per CPU-second)")
     one = EnvData.from_market(MarketData({SYMBOLS[0]: market.full(market.symbols[0])}))
-    gym_rate, _ = _gym(one, args.seconds, args.repeats)
-    print(f"gymnasium wrapper (1 env, 1 asset): {gym_rate:>14,.0f} env-steps/s")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        peer = _anytrading(market, args.seconds, args.repeats)
+        (single, single_cpu), peer = _singles(one, market, args.seconds, args.repeats)
+    print(f"single gymnasium env (1 env, 1 asset, default costs): {single:>14,.0f} env-steps/s "
+          f"({single_cpu:,.0f} per CPU-second)")
     if peer is None:
         print("gym-anytrading: not installed (pip install gym-anytrading)")
         return
-    print(f"gym-anytrading StocksEnv (1 env, 1 asset): {peer[0]:>14,.0f} env-steps/s")
-    print(f"ratio best batched / gym-anytrading: {best / peer[0]:,.1f}x; "
-          f"gymnasium wrapper / gym-anytrading: {gym_rate / peer[0]:.3f}x")
+    print(f"gym-anytrading StocksEnv (1 env, 1 asset, no costs): {peer[0]:>14,.0f} env-steps/s "
+          f"({peer[1]:,.0f} per CPU-second)")
+    ratio = single / peer[0]
+    print(f"ratio single gymnasium env / gym-anytrading: {ratio:.2f}x (CPU time "
+          f"{single_cpu / peer[1]:.2f}x); target >= 1x: {'met' if ratio >= 1 else 'NOT met'}")
+    print(f"ratio best batched / gym-anytrading: {best / peer[0]:,.1f}x")
     print(f"target >= 1,000,000 batched env-steps/s: {'met' if best >= 1e6 else 'NOT met'} "
           f"({best:,.0f})")
 

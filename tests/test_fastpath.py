@@ -19,7 +19,9 @@ from tradesim.data.bars import Bars
 from tradesim.data.files import read_bars
 from tradesim.data.synthetic import SyntheticSource
 from tradesim.data.view import MarketData
-from tradesim.engine.fastpath import CostParams, run_fast, simulate_weights
+from tradesim.engine.account import AccountConfig
+from tradesim.engine.costs import CostModel
+from tradesim.engine.fastpath import run_fast, simulate_weights
 from tradesim.engine.record import RunResult
 from tradesim.errors import AgentDecisionError, ConfigError, EngineError
 from tradesim.evaluate.backtest import BacktestConfig, run_backtest
@@ -107,7 +109,7 @@ def test_intraday_dual_thrust_with_gaps_matches() -> None:
                        "BBB": src.load("BBB", end="2018-03-06")})  # BBB stops: NaN bars after
     config = BacktestConfig.build(symbols=["AAA", "BBB"], interval="5m", costs="default",
                                   allow_short=True)
-    make = lambda: DualThrust(k1=0.3, k2=0.3, lookback_days=1, bars_per_day=80)  # noqa: E731
+    make = lambda: DualThrust(k1=0.3, k2=0.3, lookback_days=1, bars_per_day=80)
     loop = run_backtest(config=config, agent=make(), data=data)
     fast = run_fast(data=data, weights=make().target_weights(data), config=config)
     _assert_same(loop, fast)
@@ -222,13 +224,15 @@ def test_batched_parameter_sets_equal_single_runs() -> None:
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, (300, 2)), axis=0))
     opens = close * (1 + rng.normal(0, 0.005, close.shape))
     volume = np.full(close.shape, 1e5)
-    sma = lambda n: pd.DataFrame(close).rolling(n).mean().to_numpy()  # noqa: E731
+    sma = lambda n: pd.DataFrame(close).rolling(n).mean().to_numpy()
     batch = np.stack([np.where(sma(f) > sma(30), 0.5, 0.0) for f in (5, 10, 20)])
-    params = CostParams(commission_bps=2.0, half_spread_bps=1.0, participation_cap=0.01)
-    runs = simulate_weights(open=opens, close=close, volume=volume, weights=batch, params=params)
+    account = AccountConfig(costs=CostModel(commission_bps=2.0, half_spread_bps=1.0,
+                                            participation_cap=0.01))
+    runs = simulate_weights(open=opens, close=close, volume=volume, weights=batch,
+                            account=account)
     for k, run in enumerate(runs):
         one = simulate_weights(open=opens, close=close, volume=volume, weights=batch[k],
-                               params=params)
+                               account=account)
         assert run.final_equity == one.final_equity
         np.testing.assert_array_equal(run.fills["quantity"], one.fills["quantity"])
     assert len({r.final_equity for r in runs}) == 3

@@ -1,19 +1,23 @@
-"""The batched DRL env against the backtest engine: parity, cost signs, margin, ruin."""
+"""The batched DRL env against the backtest engine (parity, cost signs, margin, ruin), and the
+single gymnasium env (the engine's compiled book) against the batched env."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from gymnasium.error import ResetNeeded
 
 from tradesim.agents.qtnet.env import EnvConfig, EnvData, TradingEnv, scripted_equity
+from tradesim.agents.qtnet.gym_env import QTNetGymEnv
 from tradesim.contracts import BaseAgent, Decision, Observation
 from tradesim.data.bars import Bars
 from tradesim.data.files import read_bars
 from tradesim.data.synthetic import SyntheticSource
 from tradesim.data.view import MarketData
-from tradesim.evaluate.backtest import BacktestConfig, run_backtest
 from tradesim.engine.costs import CostModel
+from tradesim.evaluate.backtest import BacktestConfig, run_backtest
+from tradesim.rewards.step import RewardSpec
 
 
 class _Scripted(BaseAgent):
@@ -235,3 +239,155 @@ def test_env_works_capped_targets_across_bars_like_the_engine(fractional):
     env = _env_equity(market, weights, **cfg)
     assert env.shape == engine.shape
     np.testing.assert_allclose(env, engine, rtol=1e-9, atol=0)
+
+
+# --- the single gymnasium env (compiled book) against the torch env ----------------------------
+
+_ALL_TERMS = RewardSpec(log_growth=1.0, pnl=0.5, sharpe=0.3, downside=0.2, drawdown=0.7,
+                        turnover=0.01, cost=1.0, cvar=0.2, expectile=0.3, warmup=5, window=10)
+
+
+def _twins(data: EnvData, cfg: EnvConfig, actions: np.ndarray, *, series: int = 0,
+           start: int, end: int | None = None) -> tuple[dict[str, np.ndarray], ...]:
+    """Step the gym env and the float64 torch env from the same bar with the same actions
+    until the episode ends; per-step records of both."""
+    cfg = cfg.model_copy(update={"n_envs": 1, "dtype": "float64"})
+    last = int(data.lengths[series]) - 1
+    end = end if end is not None else (min(start + cfg.episode_len, last) if cfg.episode_len
+                                        else last)
+    single = QTNetGymEnv(data=data, config=cfg)
+    twin = TradingEnv(data=data, config=cfg)
+    obs, _ = single.reset(options={"series": series, "start": start, "end": end})
+    ref = twin.reset(series=torch.tensor([series]), start=torch.tensor([start]),
+                     end=torch.tensor([end]))
+    np.testing.assert_array_equal(obs, ref[0].numpy().astype(np.float32))
+    keys = ("equity", "reward", "costs", "terminated", "truncated", "ruined")
+    ours: dict[str, list] = {k: [] for k in (*keys, "position", "obs", "liquidated", "working",
+                                             "gross")}
+    theirs: dict[str, list] = {k: [] for k in (*keys, "position", "obs")}
+    for a in actions:
+        obs, reward, terminated, truncated, info = single.step(a.astype(np.float32))
+        res = twin.step(torch.as_tensor(a.astype(np.float32), dtype=torch.float64)[None],
+                        with_final_obs=True)
+        for k, v in (("equity", info["equity"]), ("reward", reward), ("costs", info["costs"]),
+                     ("terminated", terminated), ("truncated", truncated),
+                     ("ruined", info["ruined"]), ("position", single.book.position.copy()),
+                     ("obs", obs), ("liquidated", info["liquidated"]),
+                     ("working", bool((single.book.pending >= 0).any())),
+                     ("gross", float(np.abs(single.book.weights).sum()))):
+            ours[k].append(v)
+        for k in keys:
+            theirs[k].append(getattr(res, k)[0].item())
+        theirs["obs"].append(res.final_obs[0].numpy().astype(np.float32))
+        if not (terminated or truncated):  # the torch env resets done envs: not comparable
+            theirs["position"].append(twin.position[0].numpy().copy())
+        else:
+            theirs["position"].append(ours["position"][-1])
+            break
+    return ({k: np.array(v) for k, v in ours.items()}, {k: np.array(v) for k, v in theirs.items()})
+
+
+def _assert_twins(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> None:
+    for k in ("terminated", "truncated", "ruined"):
+        np.testing.assert_array_equal(ours[k], theirs[k], err_msg=k)
+    np.testing.assert_allclose(ours["equity"], theirs["equity"], rtol=1e-9, atol=0)
+    np.testing.assert_allclose(ours["reward"], theirs["reward"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours["costs"], theirs["costs"], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(ours["position"], theirs["position"], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(ours["obs"], theirs["obs"], rtol=1e-6, atol=1e-6)
+
+
+def _random_actions(rng: np.random.Generator, steps: int, n: int,
+                    holds: float = 0.0) -> np.ndarray:
+    actions = rng.uniform(-1.0, 1.0, size=(steps, n))
+    actions[rng.random((steps, n)) < holds] = np.nan  # a NaN action holds (the order works on)
+    return actions
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gym_env_matches_torch_env_with_shorts_leverage_and_every_reward_term(synthetic, seed):
+    data = EnvData.from_market(synthetic)
+    cfg = EnvConfig(costs="default", max_leverage=2.5, reward=_ALL_TERMS, episode_len=None,
+                    warmup=20, window=3)
+    rng = np.random.default_rng(seed)
+    start = int(rng.integers(20, 150))
+    ours, theirs = _twins(data, cfg, _random_actions(rng, 400, 3, holds=0.2), start=start)
+    _assert_twins(ours, theirs)
+    assert ours["terminated"][-1] and not ours["ruined"][-1]  # ran to the end of the data
+    assert (ours["position"] < 0).any() and ours["gross"].max() > 1.2  # shorts, leverage > 1
+
+
+def test_gym_env_truncates_at_episode_len_like_the_torch_env(synthetic):
+    data = EnvData.from_market(synthetic)
+    cfg = EnvConfig(costs="retail", episode_len=40, fractional=True)
+    ours, theirs = _twins(data, cfg, _random_actions(np.random.default_rng(5), 60, 3),
+                          start=100)
+    _assert_twins(ours, theirs)
+    assert len(ours["equity"]) == 40 and ours["truncated"][-1] and not ours["terminated"][-1]
+
+
+@pytest.mark.parametrize("fractional", [False, True])
+def test_gym_env_matches_torch_env_through_the_participation_cap(fractional):
+    rng = np.random.default_rng(4)
+    n = 120
+    gaps = [1 + rng.uniform(-0.04, 0.04, n) for _ in range(2)]
+    closes = [100 * np.cumprod(g) * np.exp(rng.normal(0, 0.005, n)) for g in gaps]
+    volumes = [rng.choice([0.0, 2_000.0, 6_000.0, 1e6], size=n) for _ in range(2)]
+    market = MarketData({s: _bars(s, c, volume=v, gap=g)
+                         for s, c, v, g in zip(("TA", "TB"), closes, volumes, gaps)})
+    data = EnvData.from_market(market)
+    cfg = EnvConfig(costs={"preset": "default", "participation_cap": 0.05}, max_leverage=2.0,
+                    fractional=fractional, episode_len=None, warmup=5, reward=_ALL_TERMS)
+    ours, theirs = _twins(data, cfg, _random_actions(rng, n, 2, holds=0.6), start=5)
+    _assert_twins(ours, theirs)
+    assert ours["working"].sum() >= 5  # capped orders kept working across bars
+
+
+def _gapping(n: int, at: int, gap: float, *, thin: int | None = None) -> EnvData:
+    close = 100 * np.cumprod(np.r_[1.0, np.full(n - 1, 1.002)])
+    gaps = np.ones(n)
+    gaps[at] = gap
+    close[at:] *= gap
+    volume = np.full(n, 1e7)
+    if thin is not None:
+        volume[thin] = 300.0
+    return EnvData.from_market(MarketData({"X": _bars("X", close, volume=volume, gap=gaps)}))
+
+
+def test_gym_env_matches_torch_env_through_a_margin_liquidation():
+    data = _gapping(60, 40, 0.64, thin=5)
+    cfg = EnvConfig(costs={"preset": "default", "participation_cap": 0.01}, max_leverage=2.0,
+                    episode_len=None, warmup=1, reward=_ALL_TERMS)
+    ours, theirs = _twins(data, cfg, np.ones((60, 1)), start=1)
+    _assert_twins(ours, theirs)
+    assert ours["liquidated"].sum() == 1 and ours["working"].any()
+    assert not ours["ruined"].any() and ours["terminated"][-1]
+
+
+def test_gym_env_matches_torch_env_at_ruin_with_the_penalty():
+    data = _gapping(30, 20, 0.4)
+    cfg = EnvConfig(costs="zero", max_leverage=2.0, episode_len=None, warmup=1)
+    ours, theirs = _twins(data, cfg, np.ones((30, 1)), start=1)
+    _assert_twins(ours, theirs)
+    assert ours["ruined"][-1] and ours["terminated"][-1] and len(ours["equity"]) == 19
+    assert ours["reward"][-1] <= -cfg.ruin_penalty
+
+
+def test_gym_env_seeds_reproducibly_and_passes_the_gymnasium_checker(synthetic):
+    from gymnasium.utils.env_checker import check_env
+
+    data = EnvData.from_market(synthetic)
+    cfg = EnvConfig(episode_len=32, warmup=30, window=2)
+    env = QTNetGymEnv(data=data, config=cfg)
+    check_env(env, skip_render_check=True)
+    first = [env.reset(seed=s)[0] for s in (7, 8, 7)]
+    np.testing.assert_array_equal(first[0], first[2])
+    steps, done = 0, False
+    while not done:
+        _, _, terminated, truncated, info = env.step(env.action_space.sample())
+        steps, done = steps + 1, terminated or truncated
+    assert steps <= 32 and set(info) == {"equity", "costs", "ruined", "liquidated"}
+    with pytest.raises(ResetNeeded):
+        env.step(env.action_space.sample())
+    again = QTNetGymEnv(data=data, config=cfg)  # no seed given: the config's seed
+    np.testing.assert_array_equal(again.reset()[0], QTNetGymEnv(data=data, config=cfg).reset()[0])

@@ -11,6 +11,11 @@ filled first and the rest shrunk to the cash and leverage available at the fill 
 (``order_shrunk`` events), short borrow fee, decision
 checks (shorting, leverage, no price yet), margin liquidation and ruin. NaN weights hold.
 
+One bar is a few compiled functions (``_bar_open``: spacing, borrow fee, margin and fills at
+the open; ``_bar_close``: marks and margin at the close; ``_size_targets``/``_place_orders``: a
+decision's orders); the kernel loops over them, and :func:`step_book` runs them one bar at a time
+on a :class:`OneBook` (the single gymnasium env's book), so there is one implementation.
+
 The kernel is compiled with numba when it is installed (cached on disk, so a fresh process pays
 no compile), and runs as plain Python otherwise. Stops, take-profits and limit/stop orders need
 the event loop: this module has no input for them, so it cannot approximate them.
@@ -26,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tradesim.engine.account import AccountConfig
 from tradesim.errors import AgentDecisionError, ConfigError, EngineError, LedgerInvariantError
 from tradesim.rewards.step import log_growth
 
@@ -34,52 +40,65 @@ try:
 except ImportError:  # numba is optional: the same kernel runs interpreted
     def _njit(**_: Any) -> Any:  # type: ignore[no-redef]
         return lambda fn: fn
-
 _YEAR_NS = 365.25 * 86_400 * 1e9  # the same year as tradesim.engine.costs.borrow_fee
 _SESSION_NS = 23_400 * 1e9  # tradesim.engine.costs.SESSION_NS: bars per day for the impact
 _TOL = 1e-9  # the ledger's relative tolerance for leverage checks
 
-# decision error codes (per step) shared by the kernel and the messages below
-_OK, _NEG, _NO_PRICE, _NONFINITE, _GROSS, _LEVERAGE = 0, 1, 2, 3, 4, 5
+# decision error codes (per step) shared by the kernel and the messages below; _NEG_EQUITY:
+# equity fell below zero without a liquidation event (the ledger raises)
+_OK, _NEG, _NO_PRICE, _NONFINITE, _GROSS, _LEVERAGE, _NEG_EQUITY = 0, 1, 2, 3, 4, 5, 6
 # order status codes
 _OPEN, _FILLED, _PARTIAL, _CANCELLED, _REPLACED = 0, 1, 2, 3, 4
 _STATUS = ("open", "filled", "partial", "cancelled", "replaced")
+# event kinds, fill reasons, margin-check phases
 _LIQUIDATION, _RUIN, _SHRUNK = 1, 2, 3
+_REBALANCE, _LIQUIDATED = 0, 1
+_AT_OPEN, _AT_CLOSE = 0, 1
+# cp, the cost parameters (_account_arrays); NaN cap: none, NaN bars per day: inferred
+_CP_COMMISSION_FIXED, _CP_COMMISSION_BPS, _CP_HALF_SPREAD_BPS, _CP_SLIPPAGE_BPS = 0, 1, 2, 3
+_CP_IMPACT, _CP_PARTICIPATION_CAP, _CP_BORROW_BPS, _CP_BARS_PER_DAY = 4, 5, 6, 7
+_CP_SIZE = 8
+# acct, the account rules (_account_arrays)
+_ACCT_INITIAL_CASH, _ACCT_LOT, _ACCT_FRACTIONAL, _ACCT_MAX_LEVERAGE = 0, 1, 2, 3
+_ACCT_MAINTENANCE, _ACCT_CLOSE_FILL = 4, 5
+_ACCT_SIZE = 6
+# a book's state: cash, costs paid by kind, the impact's bars per day, smallest bar spacing (ns)
+_ST_CASH, _ST_COMMISSION, _ST_SPREAD, _ST_SLIPPAGE, _ST_BORROW = 0, 1, 2, 3, 4
+_ST_BARS_PER_DAY, _ST_GAP = 5, 6
+_ST_SIZE = 7
+# order records: o_i and o_f columns
+_O_STEP, _O_COL, _O_STATUS, _O_FILL_STEP, _O_CAPPED = 0, 1, 2, 3, 4
+_O_QTY, _O_FILLED, _O_TARGET = 0, 1, 2
+# fill records: f_i and f_f columns
+_F_STEP, _F_ORDER, _F_COL, _F_REASON = 0, 1, 2, 3
+_F_QTY, _F_PRICE, _F_COMMISSION, _F_SPREAD, _F_SLIPPAGE = 0, 1, 2, 3, 4
+# event records: e_i and e_f columns (order_shrunk: quantity asked, filled, price)
+_E_STEP, _E_KIND, _E_PHASE, _E_COL = 0, 1, 2, 3
+_E_EQUITY, _E_GROSS, _E_PRICE = 0, 1, 2
+# a single book's configuration (OneBook.config): cp, acct, then the action map of step_book
+_CFG_ACTION_FLOOR = _CP_SIZE + _ACCT_SIZE
+_CFG_ACTION_SCALE = _CFG_ACTION_FLOOR + 1
+_CFG_SIZE = _CFG_ACTION_SCALE + 1
 
 
-@dataclass(frozen=True)
-class CostParams:
-    """Cost model and account rules as plain numbers for the kernel (see ``CostModel``)."""
-
-    initial_cash: float = 100_000.0
-    commission_fixed: float = 0.0
-    commission_bps: float = 0.0
-    half_spread_bps: float = 0.0
-    slippage_bps: float = 0.0
-    impact_y: float = 0.0
-    impact_sigma: float = 0.02
-    bars_per_day: float | None = None  # None: inferred from the bar spacing (as the account)
-    participation_cap: float | None = None
-    borrow_bps_annual: float = 0.0
-    lot_size: float = 1.0
-    fractional: bool = False
-    allow_short: bool = False
-    max_leverage: float = 1.0
-    maintenance_margin: float = 0.25
-    fill: str = "next_open"
-
-    @classmethod
-    def from_config(cls, config: Any) -> CostParams:
-        """From a ``BacktestConfig`` (its ``costs`` and account fields)."""
-        c = config.costs
-        return cls(initial_cash=config.initial_cash, commission_fixed=c.commission_fixed,
-                   commission_bps=c.commission_bps, half_spread_bps=c.half_spread_bps,
-                   slippage_bps=c.slippage_bps, impact_y=c.impact_y,
-                   impact_sigma=c.impact_sigma, bars_per_day=c.bars_per_day,
-                   participation_cap=c.participation_cap, borrow_bps_annual=c.borrow_bps_annual,
-                   lot_size=config.lot_size, fractional=config.fractional,
-                   allow_short=config.allow_short, max_leverage=config.max_leverage,
-                   maintenance_margin=config.maintenance_margin, fill=config.fill)
+def _account_arrays(account: AccountConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The compiled functions' ``cp`` and ``acct`` arrays (slots ``_CP_*``, ``_ACCT_*``) from the
+    account's rules: NaN cap = none, NaN bars per day = inferred from the bar spacing."""
+    c = account.costs
+    cp = np.empty(_CP_SIZE)
+    cp[_CP_COMMISSION_FIXED], cp[_CP_COMMISSION_BPS] = c.commission_fixed, c.commission_bps
+    cp[_CP_HALF_SPREAD_BPS], cp[_CP_SLIPPAGE_BPS] = c.half_spread_bps, c.slippage_bps
+    cp[_CP_IMPACT] = c.impact_y * c.impact_sigma
+    cp[_CP_PARTICIPATION_CAP] = math.nan if c.participation_cap is None else c.participation_cap
+    cp[_CP_BORROW_BPS] = c.borrow_bps_annual
+    cp[_CP_BARS_PER_DAY] = math.nan if c.bars_per_day is None else c.bars_per_day
+    acct = np.empty(_ACCT_SIZE)
+    acct[_ACCT_INITIAL_CASH], acct[_ACCT_LOT] = account.initial_cash, account.lot_size
+    acct[_ACCT_FRACTIONAL] = float(account.fractional)
+    acct[_ACCT_MAX_LEVERAGE] = account.max_leverage
+    acct[_ACCT_MAINTENANCE] = account.maintenance_margin
+    acct[_ACCT_CLOSE_FILL] = float(account.fill == "close")
+    return cp, acct
 
 
 @dataclass(frozen=True)
@@ -116,23 +135,35 @@ class SimResult:
 
 
 @_njit(cache=True)
+def _charges(q: float, px: float, vol: float, bpd: float, cp: np.ndarray
+             ) -> tuple[float, float, float]:
+    """Commission, half-spread and slippage (with square-root impact) of a fill of ``q`` at ``px``.
+
+    ``bpd`` (bars per day) scales the bar's volume to the day's for the impact's participation.
+    """
+    notional = abs(q) * px
+    comm = cp[_CP_COMMISSION_FIXED] + notional * (cp[_CP_COMMISSION_BPS] * 1e-4)
+    spread = notional * (cp[_CP_HALF_SPREAD_BPS] * 1e-4)
+    slip = notional * (cp[_CP_SLIPPAGE_BPS] * 1e-4)
+    if cp[_CP_IMPACT] != 0.0:
+        day = vol * bpd
+        part = abs(q) / day if day > 0 else 1.0
+        slip = slip + notional * cp[_CP_IMPACT] * math.sqrt(min(part, 1.0))
+    return comm, spread, slip
+
+
+@_njit(cache=True)
 def _book(k, i, j, q, px, vol, oid, reason, pos, state, cp, f_i, f_f):
     """Book one fill of ``q`` shares of column ``j`` at ``px`` (the ledger's arithmetic)."""
-    notional = abs(q) * px
-    comm = cp[0] + notional * (cp[1] * 1e-4)
-    spread = notional * (cp[2] * 1e-4)
-    slip = notional * (cp[3] * 1e-4)
-    if cp[4] != 0.0:
-        day = vol * state[5]
-        part = abs(q) / day if day > 0 else 1.0
-        slip = slip + notional * cp[4] * math.sqrt(min(part, 1.0))
+    comm, spread, slip = _charges(q, px, vol, state[_ST_BARS_PER_DAY], cp)
     pos[j] += q
-    state[0] -= q * px + comm + spread + slip
-    state[1] += comm
-    state[2] += spread
-    state[3] += slip
-    f_i[k, 0], f_i[k, 1], f_i[k, 2], f_i[k, 3] = i, oid, j, reason
-    f_f[k, 0], f_f[k, 1], f_f[k, 2], f_f[k, 3], f_f[k, 4] = q, px, comm, spread, slip
+    state[_ST_CASH] -= q * px + comm + spread + slip
+    state[_ST_COMMISSION] += comm
+    state[_ST_SPREAD] += spread
+    state[_ST_SLIPPAGE] += slip
+    f_i[k, _F_STEP], f_i[k, _F_ORDER], f_i[k, _F_COL], f_i[k, _F_REASON] = i, oid, j, reason
+    f_f[k, _F_QTY], f_f[k, _F_PRICE] = q, px
+    f_f[k, _F_COMMISSION], f_f[k, _F_SPREAD], f_f[k, _F_SLIPPAGE] = comm, spread, slip
 
 
 @_njit(cache=True)
@@ -146,7 +177,7 @@ def _lots_down(q, lot, fractional):
 @_njit(cache=True)
 def _afford(j, q, px, vol, ref, pos, marks, state, cp, acct):
     """costs.affordable_qty for column ``j`` with the book valued at ``ref`` (marks where NaN)."""
-    equity = state[0]
+    equity = state[_ST_CASH]
     gross_rest = 0.0
     for m in range(pos.shape[0]):
         if pos[m] != 0.0:
@@ -165,17 +196,18 @@ def _afford(j, q, px, vol, ref, pos, marks, state, cp, acct):
     opening = size - reduce
     if opening <= 0.0:
         return q
-    rate = (cp[1] + cp[2] + cp[3]) * 1e-4
-    if cp[4] != 0.0:
-        day = vol * state[5]
+    rate = (cp[_CP_COMMISSION_BPS] + cp[_CP_HALF_SPREAD_BPS] + cp[_CP_SLIPPAGE_BPS]) * 1e-4
+    if cp[_CP_IMPACT] != 0.0:
+        day = vol * state[_ST_BARS_PER_DAY]
         part = size / day if day > 0 else 1.0
-        rate += cp[4] * math.sqrt(min(part, 1.0))
-    lev = acct[3]
-    room = lev * (equity - cp[0] - reduce * px * rate) - gross_rest - base * px
+        rate += cp[_CP_IMPACT] * math.sqrt(min(part, 1.0))
+    lev = acct[_ACCT_MAX_LEVERAGE]
+    room = lev * (equity - cp[_CP_COMMISSION_FIXED] - reduce * px * rate) - gross_rest - base * px
     most = room / (px * (1.0 + lev * rate))
     if most >= opening:
         return q
-    return math.copysign(reduce + _lots_down(max(most, 0.0), acct[1], acct[2] != 0.0), q)
+    return math.copysign(reduce + _lots_down(max(most, 0.0), acct[_ACCT_LOT],
+                                             acct[_ACCT_FRACTIONAL] != 0.0), q)
 
 
 @_njit(cache=True)
@@ -187,13 +219,13 @@ def _execute(i, ref, vol, pos, marks, pending, state, cp, acct, o_i, o_f, f_i, f
     down to what the account can pay for at the fill price (an ``order_shrunk`` event, the rest
     cancelled). An order the participation cap holds back stays pending (it keeps working).
     """
-    cap = cp[5]
+    cap = cp[_CP_PARTICIPATION_CAP]
     for phase in range(2):
         for j in range(pos.shape[0]):
             k = pending[j]
             if k < 0 or ref[j] != ref[j]:
                 continue
-            remaining = o_f[k, 0] - o_f[k, 1]
+            remaining = o_f[k, _O_QTY] - o_f[k, _O_FILLED]
             reduces = pos[j] != 0.0 and (pos[j] > 0) != (remaining > 0) and (
                 abs(remaining) <= abs(pos[j]))
             if reduces != (phase == 0):
@@ -204,42 +236,44 @@ def _execute(i, ref, vol, pos, marks, pending, state, cp, acct, o_i, o_f, f_i, f
                 v = vol[j] if vol[j] == vol[j] else 0.0
                 room = max(cap * v, 0.0)
                 if abs(remaining) > room:
-                    qty = _lots_down(math.copysign(room, remaining), acct[1], acct[2] != 0.0)
+                    qty = _lots_down(math.copysign(room, remaining), acct[_ACCT_LOT],
+                                     acct[_ACCT_FRACTIONAL] != 0.0)
                     working = True
-                    o_i[k, 4] = 1
+                    o_i[k, _O_CAPPED] = 1
             if qty != 0.0:
                 asked = qty
                 qty = _afford(j, qty, ref[j], vol[j], ref, pos, marks, state, cp, acct)
                 if qty != asked:
                     working = False
-                    e_i[ne, 0], e_i[ne, 1], e_i[ne, 2], e_i[ne, 3] = i, 3, 0, j
-                    e_f[ne, 0], e_f[ne, 1], e_f[ne, 2] = asked, qty, ref[j]
+                    e_i[ne, _E_STEP], e_i[ne, _E_KIND], e_i[ne, _E_PHASE] = i, _SHRUNK, _AT_OPEN
+                    e_i[ne, _E_COL] = j
+                    e_f[ne, _E_EQUITY], e_f[ne, _E_GROSS], e_f[ne, _E_PRICE] = asked, qty, ref[j]
                     ne += 1
             if not working:
                 pending[j] = -1
             if qty == 0.0:
-                if not working and o_i[k, 2] == 0:
-                    o_i[k, 2] = 3  # cancelled
+                if not working and o_i[k, _O_STATUS] == _OPEN:
+                    o_i[k, _O_STATUS] = _CANCELLED
                 continue
-            o_f[k, 1] += qty
-            o_i[k, 2] = 1 if qty == remaining else 2
-            o_i[k, 3] = i
-            _book(nf, i, j, qty, ref[j], vol[j], k, 0, pos, state, cp, f_i, f_f)
+            o_f[k, _O_FILLED] += qty
+            o_i[k, _O_STATUS] = _FILLED if qty == remaining else _PARTIAL
+            o_i[k, _O_FILL_STEP] = i
+            _book(nf, i, j, qty, ref[j], vol[j], k, _REBALANCE, pos, state, cp, f_i, f_f)
             nf += 1
     return nf, ne
 
 
 @_njit(cache=True, inline="always")
-def _margin_call(prices, i, pos, marks, state, mm):
-    """Whether :func:`_margin` would liquidate at row ``i`` of ``prices`` (the same arithmetic).
+def _margin_call(prices, pos, marks, state, mm):
+    """Whether :func:`_margin` would liquidate at ``prices`` (the same arithmetic).
 
     Checked inline first: a call passing the book's arrays costs more than the check itself.
     """
     gross = 0.0
-    eq = state[0]
+    eq = state[_ST_CASH]
     for j in range(pos.shape[0]):
         if pos[j] != 0.0:
-            m = marks[j] if prices[i, j] != prices[i, j] else prices[i, j]
+            m = marks[j] if prices[j] != prices[j] else prices[j]
             gross += abs(pos[j] * m)
             eq += pos[j] * m
     return not (gross == 0.0 or eq >= mm * gross)
@@ -250,7 +284,7 @@ def _margin(i, phase, prices, vol, pos, marks, pending, state, cp, mm, o_i, f_i,
             e_i, e_f, ne):
     """Liquidate everything tradable when equity < maintenance margin x gross (as the loop)."""
     gross = 0.0
-    eq = state[0]
+    eq = state[_ST_CASH]
     for j in range(pos.shape[0]):
         if pos[j] != 0.0:
             m = marks[j] if prices[j] != prices[j] else prices[j]
@@ -258,20 +292,172 @@ def _margin(i, phase, prices, vol, pos, marks, pending, state, cp, mm, o_i, f_i,
             eq += pos[j] * m
     if gross == 0.0 or eq >= mm * gross:
         return nf, ne, False
-    e_i[ne, 0], e_i[ne, 1], e_i[ne, 2] = i, 1, phase
-    e_f[ne, 0], e_f[ne, 1] = eq, gross
+    e_i[ne, _E_STEP], e_i[ne, _E_KIND], e_i[ne, _E_PHASE] = i, _LIQUIDATION, phase
+    e_f[ne, _E_EQUITY], e_f[ne, _E_GROSS] = eq, gross
     ne += 1
     for j in range(pos.shape[0]):
         k = pending[j]
         if k >= 0:
-            if o_i[k, 2] == 0:
-                o_i[k, 2] = 3  # cancelled (a partly filled one stays partial)
+            if o_i[k, _O_STATUS] == _OPEN:
+                o_i[k, _O_STATUS] = _CANCELLED  # a partly filled one stays partial
             pending[j] = -1
     for j in range(pos.shape[0]):
         if pos[j] != 0.0 and prices[j] == prices[j]:
-            _book(nf, i, j, -pos[j], prices[j], vol[j], -1, 1, pos, state, cp, f_i, f_f)
+            _book(nf, i, j, -pos[j], prices[j], vol[j], -1, _LIQUIDATED, pos, state, cp, f_i,
+                  f_f)
             nf += 1
     return nf, ne, True
+
+
+@_njit(cache=True)
+def _new_state(cp: np.ndarray, acct: np.ndarray) -> np.ndarray:
+    """A fresh book's state: the starting cash, no costs yet, no bar spacing seen."""
+    state = np.zeros(_ST_SIZE)
+    state[_ST_CASH] = acct[_ACCT_INITIAL_CASH]
+    bpd = cp[_CP_BARS_PER_DAY]
+    state[_ST_BARS_PER_DAY] = bpd if bpd == bpd else 1.0
+    state[_ST_GAP] = np.inf
+    return state
+
+
+@_njit(cache=True, inline="always")
+def _value(state: np.ndarray, pos: np.ndarray, marks: np.ndarray) -> tuple[float, float, float]:
+    """Equity, gross and net exposure of the book at ``marks``."""
+    equity = state[_ST_CASH]
+    gross = 0.0
+    net = 0.0
+    for j in range(pos.shape[0]):
+        if pos[j] != 0.0:
+            value = pos[j] * marks[j]
+            equity += value
+            gross += abs(value)
+            net += value
+    return equity, gross, net
+
+
+@_njit(cache=True, inline="always")
+def _bar_open(i, elapsed, o, v, pos, marks, pending, state, cp, acct, o_i, o_f, f_i, f_f, nf,
+              e_i, e_f, ne):
+    """Bar ``i`` up to its open: bar spacing, short borrow fee over ``elapsed`` ns, margin check
+    at the open ``o``, then pending market orders filled there (unless fills are at the close).
+
+    Returns (fills, events, liquidated); one implementation for the kernel and per-step callers.
+    """
+    n = pos.shape[0]
+    if i > 0 and 0.0 < elapsed < state[_ST_GAP]:
+        state[_ST_GAP] = elapsed
+        if cp[_CP_BARS_PER_DAY] != cp[_CP_BARS_PER_DAY]:
+            state[_ST_BARS_PER_DAY] = max(1.0, _SESSION_NS / elapsed)
+    has_pos = False
+    for j in range(n):
+        if pos[j] != 0.0:
+            has_pos = True
+    if has_pos and i > 0 and cp[_CP_BORROW_BPS] != 0.0 and elapsed > 0:
+        short = 0.0
+        for j in range(n):
+            if pos[j] < 0:
+                short += -pos[j] * marks[j]
+        fee = short * cp[_CP_BORROW_BPS] * 1e-4 * elapsed / _YEAR_NS
+        if fee != 0.0:
+            state[_ST_CASH] -= fee
+            state[_ST_BORROW] += fee
+    liquidated = False
+    mm = acct[_ACCT_MAINTENANCE]
+    if has_pos and _margin_call(o, pos, marks, state, mm):
+        nf, ne, liquidated = _margin(i, _AT_OPEN, o, v, pos, marks, pending, state, cp, mm, o_i,
+                                     f_i, f_f, nf, e_i, e_f, ne)
+    if acct[_ACCT_CLOSE_FILL] == 0.0:
+        waiting = False
+        for j in range(n):
+            if pending[j] >= 0:
+                waiting = True
+        if waiting:
+            nf, ne = _execute(i, o, v, pos, marks, pending, state, cp, acct, o_i, o_f, f_i, f_f,
+                              nf, e_i, e_f, ne)
+    return nf, ne, liquidated
+
+
+@_njit(cache=True, inline="always")
+def _bar_close(i, c, v, pos, marks, pending, state, cp, acct, o_i, f_i, f_f, nf, e_i, e_f, ne):
+    """Bar ``i`` at its close ``c``: the new marks, then the margin check at the close.
+
+    Returns (fills, events, liquidated).
+    """
+    has_pos = False
+    for j in range(pos.shape[0]):
+        if c[j] == c[j]:
+            marks[j] = c[j]
+        if pos[j] != 0.0:
+            has_pos = True
+    mm = acct[_ACCT_MAINTENANCE]
+    if has_pos and _margin_call(c, pos, marks, state, mm):
+        return _margin(i, _AT_CLOSE, c, v, pos, marks, pending, state, cp, mm, o_i, f_i, f_f, nf,
+                       e_i, e_f, ne)
+    return nf, ne, False
+
+
+@_njit(cache=True, inline="always")
+def _gross_breach(w: np.ndarray, equity: float, pos: np.ndarray, marks: np.ndarray,
+                  max_lev: float) -> bool:
+    """The event loop's decision check: weights (kept positions where NaN) beyond the cap."""
+    gross_now = 0.0
+    gross = 0.0
+    for j in range(pos.shape[0]):
+        hw = pos[j] * marks[j] / equity if (pos[j] != 0.0 and equity > 0) else 0.0
+        gross_now += abs(hw)
+        gross += abs(w[j]) if w[j] == w[j] else abs(hw)
+    return gross > max_lev * (1 + _TOL) and gross > gross_now * (1 + _TOL)
+
+
+@_njit(cache=True, inline="always")
+def _size_targets(w: np.ndarray, equity: float, pos: np.ndarray, marks: np.ndarray,
+                  acct: np.ndarray, target: np.ndarray) -> bool:
+    """Target shares for weights ``w`` of ``equity`` at ``marks`` (whole lots unless fractional;
+    NaN keeps the position); whether the sized book breaks the leverage cap (the ledger raises).
+    """
+    lot, fractional = acct[_ACCT_LOT], acct[_ACCT_FRACTIONAL] != 0.0
+    held_gross = 0.0
+    for j in range(pos.shape[0]):
+        if pos[j] != 0.0:
+            held_gross += abs(pos[j] * marks[j])
+        if w[j] != w[j]:
+            target[j] = pos[j]
+            continue
+        raw = w[j] * equity / marks[j]
+        s = raw if fractional else np.trunc(raw / lot) * lot
+        target[j] = s if s == s else 0.0
+    gross_t = 0.0
+    for j in range(pos.shape[0]):
+        if target[j] != 0.0:
+            gross_t += abs(target[j] * marks[j])
+    cap_lev = max(acct[_ACCT_MAX_LEVERAGE], held_gross / equity if equity > 0 else 0.0)
+    return gross_t > 0 and (equity <= 0 or gross_t > cap_lev * equity * (1 + _TOL) + 1e-9)
+
+
+@_njit(cache=True, inline="always")
+def _place_orders(i: int, w: np.ndarray, target: np.ndarray, pos: np.ndarray,
+                  pending: np.ndarray, o_i: np.ndarray, o_f: np.ndarray, no: int,
+                  per_column: bool) -> int:
+    """Market orders toward ``target`` where ``w`` is given (replacing working ones); returns
+    the next order index. ``per_column`` keeps each column's order in row ``j`` (a book that
+    keeps no order history); otherwise orders append at row ``no``.
+    """
+    for j in range(pos.shape[0]):
+        if w[j] != w[j]:
+            continue
+        if pending[j] >= 0:
+            o_i[pending[j], _O_STATUS] = _REPLACED
+            pending[j] = -1
+        delta = target[j] - pos[j]
+        if abs(delta) > 1e-12:
+            k = j if per_column else no
+            o_i[k, _O_STEP], o_i[k, _O_COL], o_i[k, _O_STATUS] = i, j, _OPEN
+            o_i[k, _O_FILL_STEP], o_i[k, _O_CAPPED] = -1, 0
+            o_f[k, _O_QTY], o_f[k, _O_FILLED], o_f[k, _O_TARGET] = delta, 0.0, target[j]
+            pending[j] = k
+            if not per_column:
+                no += 1
+    return no
 
 
 @_njit(cache=True)
@@ -283,65 +469,21 @@ def _kernel(o, c, v, w, elapsed, err_in, cp, acct, hold_on_error,  # noqa: C901 
     ``pending`` (N, -1 = none) holds each symbol's working order; it is left as the run ended.
     """
     t_len, n = c.shape
-    cash0, lot, fractional, max_lev, mm, close_fill = (acct[0], acct[1], acct[2] != 0.0,
-                                                        acct[3], acct[4], acct[5] != 0.0)
     pos = np.zeros(n)
     marks = np.full(n, np.nan)
-    sized = np.zeros(n)
     target = np.zeros(n)
-    # cash, commission, spread, slippage, borrow, bars per day (the impact's daily volume)
-    state = np.array([cash0, 0.0, 0.0, 0.0, 0.0, cp[7] if cp[7] == cp[7] else 1.0])
-    gap = np.inf
+    state = _new_state(cp, acct)
     nf = 0
     no = 0
     ne = 0
     last_costs = 0.0
     for i in range(t_len):
-        if i > 0 and 0.0 < elapsed[i] < gap:
-            gap = elapsed[i]
-            if cp[7] != cp[7]:
-                state[5] = max(1.0, _SESSION_NS / gap)
-        has_pos = False
-        for j in range(n):
-            if pos[j] != 0.0:
-                has_pos = True
-        if has_pos and i > 0 and cp[6] != 0.0 and elapsed[i] > 0:
-            short = 0.0
-            for j in range(n):
-                if pos[j] < 0:
-                    short += -pos[j] * marks[j]
-            fee = short * cp[6] * 1e-4 * elapsed[i] / _YEAR_NS
-            if fee != 0.0:
-                state[0] -= fee
-                state[4] += fee
-        liquidated = False
-        if has_pos and _margin_call(o, i, pos, marks, state, mm):
-            nf, ne, liq = _margin(i, 0, o[i], v[i], pos, marks, pending, state, cp, mm, o_i,
-                                  f_i, f_f, nf, e_i, e_f, ne)
-            liquidated = liquidated or liq
-        waiting = False
-        for j in range(n):
-            if pending[j] >= 0:
-                waiting = True
-        if waiting and not close_fill:
-            nf, ne = _execute(i, o[i], v[i], pos, marks, pending, state, cp, acct, o_i, o_f,
-                              f_i, f_f, nf, e_i, e_f, ne)
-        for j in range(n):
-            if c[i, j] == c[i, j]:
-                marks[j] = c[i, j]
-        has_pos = False
-        for j in range(n):
-            if pos[j] != 0.0:
-                has_pos = True
-        if has_pos and _margin_call(c, i, pos, marks, state, mm):
-            nf, ne, liq = _margin(i, 1, c[i], v[i], pos, marks, pending, state, cp, mm, o_i,
-                                  f_i, f_f, nf, e_i, e_f, ne)
-            liquidated = liquidated or liq
-        equity = state[0]
-        gross_now = 0.0
-        for j in range(n):
-            if pos[j] != 0.0:
-                equity += pos[j] * marks[j]
+        nf, ne, liq_open = _bar_open(i, elapsed[i], o[i], v[i], pos, marks, pending, state, cp,
+                                     acct, o_i, o_f, f_i, f_f, nf, e_i, e_f, ne)
+        nf, ne, liq_close = _bar_close(i, c[i], v[i], pos, marks, pending, state, cp, acct, o_i,
+                                       f_i, f_f, nf, e_i, e_f, ne)
+        liquidated = liq_open or liq_close
+        equity = _value(state, pos, marks)[0]
         pre_out[i] = equity
         code = err_in[i]
         active = False
@@ -350,57 +492,22 @@ def _kernel(o, c, v, w, elapsed, err_in, cp, acct, hold_on_error,  # noqa: C901 
                 active = True
         if equity <= 0:  # ruined before the decision: the event loop asks the agent nothing
             active = False
-            code = 0
-        if active and code == 0:  # the loop's gross check with kept positions
-            gross = 0.0
-            for j in range(n):
-                hw = pos[j] * marks[j] / equity if (pos[j] != 0.0 and equity > 0) else 0.0
-                gross_now += abs(hw)
-                gross += abs(w[i, j]) if w[i, j] == w[i, j] else abs(hw)
-            if gross > max_lev * (1 + _TOL) and gross > gross_now * (1 + _TOL):
-                code = 4
-        if code != 0:
-            if not hold_on_error:
-                status = code
-                active = False
-            else:
+            code = _OK
+        if active and code == _OK and _gross_breach(w[i], equity, pos, marks,
+                                                    acct[_ACCT_MAX_LEVERAGE]):
+            code = _GROSS
+        status = _OK
+        if code != _OK:
+            active = False
+            if hold_on_error:
                 err_out[i] = code
-                active = False
-                status = 0
-        else:
-            status = 0
+            else:
+                status = code
         if active:
-            held_gross = 0.0
-            for j in range(n):
-                if pos[j] != 0.0:
-                    held_gross += abs(pos[j] * marks[j])
-                if w[i, j] != w[i, j]:
-                    target[j] = pos[j]
-                    continue
-                raw = w[i, j] * equity / marks[j]
-                s = raw if fractional else np.trunc(raw / lot) * lot
-                sized[j] = s if s == s else 0.0
-                target[j] = sized[j]
-            gross_t = 0.0
-            for j in range(n):
-                if target[j] != 0.0:
-                    gross_t += abs(target[j] * marks[j])
-            cap_lev = max(max_lev, held_gross / equity if equity > 0 else 0.0)
-            if gross_t > 0 and (equity <= 0 or gross_t > cap_lev * equity * (1 + _TOL) + 1e-9):
-                return 5, i, i, nf, no, ne
-            for j in range(n):
-                if w[i, j] != w[i, j]:
-                    continue
-                if pending[j] >= 0:
-                    o_i[pending[j], 2] = 4  # replaced by the new target
-                    pending[j] = -1
-                delta = target[j] - pos[j]
-                if abs(delta) > 1e-12:
-                    o_i[no, 0], o_i[no, 1], o_i[no, 2], o_i[no, 3], o_i[no, 4] = i, j, 0, -1, 0
-                    o_f[no, 0], o_f[no, 1], o_f[no, 2] = delta, 0.0, target[j]
-                    pending[j] = no
-                    no += 1
-        if close_fill:  # new and working market orders execute at this close
+            if _size_targets(w[i], equity, pos, marks, acct, target):
+                return _LEVERAGE, i, i, nf, no, ne
+            no = _place_orders(i, w[i], target, pos, pending, o_i, o_f, no, False)
+        if acct[_ACCT_CLOSE_FILL] != 0.0:  # new and working market orders execute at this close
             waiting = False
             for j in range(n):
                 if pending[j] >= 0:
@@ -408,31 +515,125 @@ def _kernel(o, c, v, w, elapsed, err_in, cp, acct, hold_on_error,  # noqa: C901 
             if waiting:
                 nf, ne = _execute(i, c[i], v[i], pos, marks, pending, state, cp, acct, o_i,
                                   o_f, f_i, f_f, nf, e_i, e_f, ne)
-        equity = state[0]
-        gross = 0.0
-        net = 0.0
-        for j in range(n):
-            if pos[j] != 0.0:
-                value = pos[j] * marks[j]
-                equity += value
-                gross += abs(value)
-                net += value
-        costs = state[1] + state[2] + state[3] + state[4]
-        eq_out[i], cash_out[i], gross_out[i], net_out[i] = equity, state[0], gross, net
+        equity, gross, net = _value(state, pos, marks)
+        costs = (state[_ST_COMMISSION] + state[_ST_SPREAD] + state[_ST_SLIPPAGE]
+                 + state[_ST_BORROW])
+        eq_out[i], cash_out[i], gross_out[i], net_out[i] = equity, state[_ST_CASH], gross, net
         costs_out[i] = costs - last_costs
         last_costs = costs
         pos_out[i] = pos
         marks_out[i] = marks
-        if status != 0:
+        if status != _OK:
             return status, i, i + 1, nf, no, ne
         if equity < 0 and not liquidated:
-            return 6, i, i, nf, no, ne  # negative equity without a liquidation: the ledger raises
+            return _NEG_EQUITY, i, i, nf, no, ne  # the ledger raises
         if equity <= 0:
-            e_i[ne, 0], e_i[ne, 1], e_i[ne, 2] = i, 2, 0
-            e_f[ne, 0], e_f[ne, 1] = equity, gross
+            e_i[ne, _E_STEP], e_i[ne, _E_KIND], e_i[ne, _E_PHASE] = i, _RUIN, _AT_OPEN
+            e_f[ne, _E_EQUITY], e_f[ne, _E_GROSS] = equity, gross
             ne += 1
-            return 0, -1, i + 1, nf, no, ne
-    return 0, -1, t_len, nf, no, ne
+            return _OK, -1, i + 1, nf, no, ne
+    return _OK, -1, t_len, nf, no, ne
+
+
+# --- one book, one bar at a time (the single gymnasium env) --------------------------------
+
+
+@_njit(cache=True, inline="always")
+def _book_views(fb: np.ndarray, ib: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+    """Views of a single book packed in ``fb``/``ib`` (the layout :class:`OneBook` allocates)."""
+    a = _ST_SIZE
+    state, pos, marks = fb[:a], fb[a:a + n], fb[a + n:a + 2 * n]
+    target, wanted, held = fb[a + 2 * n:a + 3 * n], fb[a + 3 * n:a + 4 * n], fb[a + 4 * n:a + 5 * n]
+    b = a + 5 * n
+    o_f = fb[b:b + 3 * n].reshape((n, 3))
+    f_f = fb[b + 3 * n:b + 18 * n].reshape((3 * n, 5))
+    e_f = fb[b + 18 * n:b + 18 * n + 3 * (n + 2)].reshape((n + 2, 3))
+    pending = ib[:n]
+    o_i = ib[n:6 * n].reshape((n, 5))
+    f_i = ib[6 * n:18 * n].reshape((3 * n, 4))
+    e_i = ib[18 * n:18 * n + 4 * (n + 2)].reshape((n + 2, 4))
+    return state, pos, marks, target, wanted, held, o_f, f_f, e_f, pending, o_i, f_i, e_i
+
+
+@_njit(cache=True)
+def step_book(action: np.ndarray, row: int, bars: np.ndarray, fb: np.ndarray, ib: np.ndarray,
+              cfg: np.ndarray, flatten: bool) -> tuple[float, float, float, bool]:
+    """Decide ``action`` at the last close, then step bar ``row`` of ``bars`` (OneBook.bars).
+
+    Actions are clipped to [floor, 1] and scaled into target weights (NaN holds: a working order
+    keeps working); sizing, orders, borrow fee, margin checks and next-open fills are the
+    kernel's own functions. Returns (equity at the close, costs charged in the bar, cost of
+    flattening the book at the close when ``flatten`` else 0, whether it was liquidated).
+    """
+    n = action.shape[0]
+    (state, pos, marks, target, wanted, held, o_f, f_f, e_f, pending, o_i, f_i,
+     e_i) = _book_views(fb, ib, n)
+    cp, acct = cfg[:_CP_SIZE], cfg[_CP_SIZE:_CP_SIZE + _ACCT_SIZE]
+    floor, scale = cfg[_CFG_ACTION_FLOOR], cfg[_CFG_ACTION_SCALE]
+    for j in range(n):
+        a = action[j]
+        wanted[j] = a if a != a else min(max(a, floor), 1.0) * scale
+    equity = _value(state, pos, marks)[0]
+    if equity > 0:
+        _size_targets(wanted, equity, pos, marks, acct, target)
+        _place_orders(row - 1, wanted, target, pos, pending, o_i, o_f, 0, True)
+    for k in range(_ST_COMMISSION, _ST_BORROW + 1):  # costs of this bar only
+        state[k] = 0.0
+    o, c, v = bars[row, :n], bars[row, n:2 * n], bars[row, 2 * n:3 * n]
+    nf, ne, liq_open = _bar_open(row, bars[row, 3 * n], o, v, pos, marks, pending, state, cp,
+                                 acct, o_i, o_f, f_i, f_f, 0, e_i, e_f, 0)
+    _, _, liq_close = _bar_close(row, c, v, pos, marks, pending, state, cp, acct, o_i, f_i, f_f,
+                                 nf, e_i, e_f, ne)
+    equity = _value(state, pos, marks)[0]
+    flat = 0.0
+    for j in range(n):
+        held[j] = pos[j] * marks[j] / equity if equity > 0 else 0.0
+        if flatten and pos[j] != 0.0:
+            comm, spread, slip = _charges(-pos[j], marks[j], v[j], state[_ST_BARS_PER_DAY], cp)
+            flat += comm + spread + slip
+    costs = state[_ST_COMMISSION] + state[_ST_SPREAD] + state[_ST_SLIPPAGE] + state[_ST_BORROW]
+    return equity, costs, flat, liq_open or liq_close
+
+
+class OneBook:
+    """A single book of ``n`` columns in small packed arrays, stepped by :func:`step_book`.
+
+    ``floats``/``ints`` hold the state, working orders and one bar's fill and event records;
+    ``config`` the cost and account rules and the action map. The attributes ``position``,
+    ``marks``, ``weights`` (held at the last close) and ``pending`` (working order per column, -1
+    none) are views into them.
+    """
+
+    def __init__(self, *, n: int, account: AccountConfig, action_floor: float = -1.0,
+                 action_scale: float = 1.0) -> None:
+        if account.fill != "next_open":
+            raise ConfigError(f"a stepped book fills at the next open, got fill={account.fill!r}")
+        cp, acct = _account_arrays(account)
+        self.n = n
+        self.config = np.r_[cp, acct, action_floor, action_scale]
+        self.floats = np.zeros(_ST_SIZE + 23 * n + 3 * (n + 2))
+        self.ints = np.zeros(18 * n + 4 * (n + 2), dtype=np.int64)
+        views = _book_views(self.floats, self.ints, n)
+        self._state, self.position, self.marks = views[0], views[1], views[2]
+        self.weights, self.pending = views[5], views[9]
+
+    def reset(self, marks: np.ndarray) -> None:
+        """Flat book at the starting cash, valued at ``marks`` (the close it starts from)."""
+        self.floats[:] = 0.0
+        self.ints[:] = 0
+        self._state[:] = _new_state(self.config[:_CP_SIZE],
+                                    self.config[_CP_SIZE:_CP_SIZE + _ACCT_SIZE])
+        self.marks[:] = marks
+        self.pending[:] = -1
+
+    @staticmethod
+    def bars(open: np.ndarray, close: np.ndarray, volume: np.ndarray,
+             elapsed_ns: np.ndarray) -> np.ndarray:
+        """Rows ``[R, 3N + 1]`` for :func:`step_book`: open, close, volume, then the ns since
+        the previous bar (from ``[R, N]`` arrays and ``[R]`` spacing)."""
+        return np.ascontiguousarray(np.concatenate(
+            [open, close, volume, np.asarray(elapsed_ns, dtype=np.float64)[:, None]], axis=1),
+            dtype=np.float64)
 
 
 def _static_errors(w: np.ndarray, close: np.ndarray, allow_short: bool) -> np.ndarray:
@@ -448,7 +649,8 @@ def _static_errors(w: np.ndarray, close: np.ndarray, allow_short: bool) -> np.nd
 
 
 def simulate_weights(*, open: np.ndarray, close: np.ndarray, volume: np.ndarray,
-                     weights: np.ndarray, params: CostParams, elapsed_ns: np.ndarray | None = None,
+                     weights: np.ndarray, account: AccountConfig,
+                     elapsed_ns: np.ndarray | None = None,
                      hold_on_error: bool = False) -> SimResult | list[SimResult]:
     """Run weights decided at each bar end through the event loop's market-order semantics.
 
@@ -463,33 +665,26 @@ def simulate_weights(*, open: np.ndarray, close: np.ndarray, volume: np.ndarray,
                           f"{o.shape}, {c.shape}, {v.shape}")
     w_all = np.asarray(weights, dtype=np.float64)
     if w_all.ndim == 2:
-        return _simulate_one(o, c, v, w_all, params, elapsed_ns, hold_on_error)
+        return _simulate_one(o, c, v, w_all, account, elapsed_ns, hold_on_error)
     if w_all.ndim != 3:
         raise ConfigError(f"weights must be (T, N) or (K, T, N), got shape {w_all.shape}")
-    return [_simulate_one(o, c, v, w, params, elapsed_ns, hold_on_error) for w in w_all]
+    return [_simulate_one(o, c, v, w, account, elapsed_ns, hold_on_error) for w in w_all]
 
 
-def _simulate_one(o: np.ndarray, c: np.ndarray, v: np.ndarray, w: np.ndarray, p: CostParams,
+def _simulate_one(o: np.ndarray, c: np.ndarray, v: np.ndarray, w: np.ndarray, p: AccountConfig,
                   elapsed_ns: np.ndarray | None, hold_on_error: bool) -> SimResult:
     t_len, n = c.shape
     if w.shape != (t_len, n):
         raise ConfigError(f"weights have shape {w.shape} but the bars are {(t_len, n)} "
                           "(one row per bar, one column per symbol)")
-    if p.fill not in ("next_open", "close"):
-        raise ConfigError(f"fill must be next_open or close, got {p.fill!r}")
     w = np.ascontiguousarray(w)
     elapsed = (np.full(t_len, 86_400e9) if elapsed_ns is None
                else np.ascontiguousarray(elapsed_ns, dtype=np.float64))
-    cap = math.nan if p.participation_cap is None else float(p.participation_cap)
-    bpd = math.nan if p.bars_per_day is None else float(p.bars_per_day)
-    cp = np.array([p.commission_fixed, p.commission_bps, p.half_spread_bps, p.slippage_bps,
-                   p.impact_y * p.impact_sigma, cap, p.borrow_bps_annual, bpd], dtype=np.float64)
-    acct = np.array([p.initial_cash, p.lot_size, float(p.fractional), p.max_leverage,
-                     p.maintenance_margin, float(p.fill == "close")], dtype=np.float64)
+    cp, acct = _account_arrays(p)
     err_in = _static_errors(w, c, p.allow_short)
     n_orders = int((~np.isnan(w)).sum())
     fills_bound = n_orders
-    if p.participation_cap is not None:  # a working order may fill once a bar until replaced
+    if p.costs.participation_cap is not None:  # a working order may fill once a bar until replaced
         given = ~np.isnan(w)
         first = np.where(given.any(axis=0), given.argmax(axis=0), t_len)
         fills_bound = max(n_orders, int((t_len - first).sum()))
@@ -543,7 +738,7 @@ def run_fast(*, data: Any, weights: pd.DataFrame | np.ndarray, config: Any,
     started = _time.perf_counter()
     rows = AlignedBars(data, universe, clock)
     elapsed = np.r_[0.0, np.diff(clock.astype(np.int64)).astype(np.float64)]
-    sim = _simulate_one(rows.open, rows.close, rows.volume, w, CostParams.from_config(config),
+    sim = _simulate_one(rows.open, rows.close, rows.volume, w, config,
                         elapsed, config.on_agent_error == "hold")
     bench = closes_on(data, config.benchmark, clock) if config.benchmark else None
     meta: dict[str, Any] = {"agent": name or config.agent, "bars": int(len(clock)),
@@ -551,7 +746,7 @@ def run_fast(*, data: Any, weights: pd.DataFrame | np.ndarray, config: Any,
     error = _failure(sim, w, universe, clock, config, rows)
     if error is not None:
         meta.update(partial=True, error=f"{type(error).__name__}: {error}")
-    elif sim.status == 0 and any(sim.events["kind"] == _RUIN):
+    elif sim.status == _OK and any(sim.events["kind"] == _RUIN):
         meta["stopped"] = "ruin: equity fell to zero or below"
     result = _result(sim, w, universe, clock, config, data, bench, meta, started)
     if save_to is not None:
@@ -638,7 +833,7 @@ def _failure(sim: SimResult, w: np.ndarray, universe: tuple[str, ...], clock: np
     if sim.status == _LEVERAGE:
         return LedgerInvariantError("leverage cap broken by the orders the broker sized",
                                     step=i, time=clock[i])
-    if sim.status == 6:
+    if sim.status == _NEG_EQUITY:
         return LedgerInvariantError("equity is negative without a liquidation event (margin "
                                     "checks failed to act)", step=i, time=clock[i])
     return None

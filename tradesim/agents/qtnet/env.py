@@ -16,36 +16,31 @@ next bars while the action for that asset is NaN (a hold); any number replaces i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from tradesim.agents.qtnet.features import FEATURES, make_features
 from tradesim.agents.qtnet.teachers import teacher_positions
 from tradesim.data.view import MarketData
-from tradesim.engine.costs import SESSION_NS, YEAR_NS, CostModel, load_costs
+from tradesim.engine.account import AccountConfig
+from tradesim.engine.costs import SESSION_NS, YEAR_NS
 from tradesim.errors import ConfigError, DataQualityError
 from tradesim.rewards.step import OnlineReward, RewardSpec
 
 _PRICES = ("open", "high", "low", "close", "volume")
 
 
-class EnvConfig(BaseModel):
-    """Account, cost, reward and episode settings of the env (mirrors BacktestConfig's fields)."""
+class EnvConfig(AccountConfig):
+    """The env's account rules (:class:`AccountConfig`, the backtest's own; shorting on by
+    default, fills at the next open), then reward and episode settings."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    allow_short: bool = True
     n_envs: int = Field(64, ge=1)
     episode_len: int | None = Field(256, ge=1, description="None: run to the end of the data")
-    initial_cash: float = Field(100_000.0, gt=0)
-    costs: CostModel = Field(default_factory=lambda: load_costs("default"))
-    max_leverage: float = Field(1.0, gt=0)
-    allow_short: bool = True
-    maintenance_margin: float = Field(0.25, ge=0, lt=1)
-    lot_size: float = Field(1.0, gt=0)
-    fractional: bool = False
     reward: RewardSpec = Field(default_factory=RewardSpec)
     ruin_penalty: float = Field(30.0, ge=0, description="> -log(1e-12): ruin is never cheap")
     window: int = Field(1, ge=1, description="bars of features per observation")
@@ -53,10 +48,12 @@ class EnvConfig(BaseModel):
     dtype: str = Field("float32", pattern="^(float32|float64)$")
     seed: int = 0
 
-    @field_validator("costs", mode="before")
+    @field_validator("fill")
     @classmethod
-    def _costs(cls, value: Any) -> CostModel:
-        return load_costs(value)
+    def _next_open(cls, value: str) -> str:
+        if value != "next_open":
+            raise ValueError("the RL envs fill at the next bar's open; use fill = \"next_open\"")
+        return value
 
 
 @dataclass(frozen=True, eq=False)
