@@ -27,6 +27,7 @@ from tradesim.errors import (
     SourceOfflineError,
     TradesimError,
 )
+from tradesim.evaluate.executor import EXECUTOR_HELP
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -56,6 +57,7 @@ ExchangeOpt = Annotated[str | None, typer.Option(
     "--exchange", help="trading calendar, e.g. XNYS, XLON or 24/7 (default: the source's)")]
 NewsOpt = Annotated[Path | None, typer.Option(
     "--news", help="a news file (CSV or Parquet) loaded with the market")]
+ExecutorOpt = Annotated[str, typer.Option("--executor", help=EXECUTOR_HELP)]
 
 # --- console and errors -------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from tradesim.cli._common import (
     DataOpt,
     EndOpt,
     ExchangeOpt,
+    ExecutorOpt,
     IntervalOpt,
     QualityOpt,
     StartOpt,
@@ -130,10 +131,15 @@ def evaluate(
         "--lookahead-check/--no-lookahead-check",
         help="run the counterfactual look-ahead check per agent (one twin per cut; about four "
              "backtests' time each)")] = True,
+    windows: Annotated[int, typer.Option(
+        help="consecutive test windows the span is split into; each (agent, seed, window) is "
+             "its own run starting flat")] = 1,
+    executor: ExecutorOpt = "local",
 ) -> None:
     """Compare agents on identical data and costs: CIs, deflated Sharpe, hardened score,
     isolation and the look-ahead check."""
     from tradesim.errors import ConfigError
+    from tradesim.evaluate.executor import check_executor, make_executor
     from tradesim.evaluate.leaderboard import evaluate_agents
 
     names = [a for a in agents.replace(",", " ").split() if a]
@@ -141,14 +147,16 @@ def evaluate(
     with user_errors():
         if sandbox not in ("auto", "bwrap", "process"):
             raise ConfigError(f"--sandbox {sandbox!r}: use auto, bwrap or process")
+        check_executor(executor)
         market = _market(data, symbols, start, end, interval, quality, allow, exchange)
-        progress, step = _progress(shown, len(names) * (seeds + lookahead_check) + 2)
-        with progress:
+        progress, step = _progress(shown, len(names) * (seeds * windows + lookahead_check)
+                                   + 2)
+        with make_executor(executor) as ex, progress:
             board = evaluate_agents(agents=names, data=market, costs=costs, score_config=score,
                                     seeds=seeds, experiment=experiment, progress=step,
                                     registry=registry or out / "trials.sqlite", isolate=isolate,
                                     sandbox=cast("Sandbox", sandbox),
-                                    lookahead=lookahead_check)
+                                    lookahead=lookahead_check, windows=windows, executor=ex)
         folder = board.save(out)
     shown.print(board.rich_table())
     leaked = [f"{r.agent} ({r.lookahead})" for r in board.table.itertuples(index=False)
@@ -186,16 +194,19 @@ def oos(
     threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default)")] = 0,
     out: Annotated[Path, typer.Option(help="output folder (checkpoints, csv, report.html)")]
     = Path("runs/qtnet_oos"),
+    executor: ExecutorOpt = "sequential",
 ) -> None:
     """QTNet out of sample: one policy per seed trained before --split, backtested after it.
 
     Buy-and-hold and Dual Thrust run on the same held-out span; intervals are over seeds.
+    --executor local (or ray) trains the seeds in parallel, each with --threads torch threads.
     """
     from rich.progress import Progress
 
     from tradesim.agents.qtnet.env import EnvConfig
     from tradesim.agents.qtnet.train import TrainConfig
     from tradesim.device import pick_device
+    from tradesim.evaluate.executor import check_executor, make_executor
     from tradesim.evaluate.oos import REFERENCES, evaluate_out_of_sample
 
     shown = console()
@@ -205,12 +216,13 @@ def oos(
         if threads:
             torch.set_num_threads(threads)
         chosen = pick_device(device)
+        check_executor(executor)
         market = _market(data, symbols, start, end, interval, quality, allow, exchange)
         config = TrainConfig(env=EnvConfig(n_envs=n_envs, episode_len=episode_len, costs=costs,
                                            allow_short=allow_short),
                              iterations=iterations, updates=updates, hidden=hidden,
                              eval_every=eval_every, patience=patience)
-        with Progress(console=shown, transient=True) as progress:
+        with make_executor(executor) as ex, Progress(console=shown, transient=True) as progress:
             task = progress.add_task(f"training {seeds} seeds on {chosen}", total=seeds)
 
             def step(line: str) -> None:
@@ -219,7 +231,7 @@ def oos(
 
             report = evaluate_out_of_sample(market=market, split=split, config=config,
                                             seeds=range(seeds), out_dir=out / "checkpoints",
-                                            device=str(chosen), progress=step)
+                                            device=str(chosen), progress=step, executor=ex)
         folder = report.save(out)
     shown.print(report.rich_table())
     for ref in REFERENCES:

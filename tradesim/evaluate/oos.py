@@ -30,6 +30,7 @@ from tradesim.contracts import Agent
 from tradesim.data.view import MarketData
 from tradesim.errors import ConfigError
 from tradesim.evaluate.backtest import BacktestConfig, run_backtest
+from tradesim.evaluate.executor import Executor, using
 from tradesim.rewards.stats import aggregate_seeds, bootstrap_sharpe_ci
 
 REFERENCES: tuple[str, ...] = ("buy_and_hold", "dual_thrust")
@@ -123,15 +124,41 @@ def _summary(runs: pd.DataFrame, curves: dict[str, pd.Series], *, confidence: fl
     return pd.DataFrame(rows)
 
 
+def _seed_task(config: TrainConfig, seed: int, market: MarketData, train_data: EnvData,
+               val_data: EnvData, bt: BacktestConfig, device: str, folder: str, n_boot: int,
+               confidence: float, threads: int) -> tuple[dict, pd.Series, float]:
+    """Train seed ``seed`` and score it held out: (row, equity, seconds) (runs in a worker)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # the caller's count: the same float reductions anywhere
+    try:
+        started = time.perf_counter()
+        best = train(config=config.model_copy(update={"seed": seed}), train_data=train_data,
+                     val_data=val_data, device=device, out_dir=folder)
+        took = time.perf_counter() - started
+        row, equity = _score(QTNetAgent(checkpoint=str(Path(folder) / "best.pt")), market,
+                             bt.model_copy(update={"seed": seed}), "qtnet", seed,
+                             n_boot=n_boot, confidence=confidence)
+    finally:
+        torch.set_num_threads(before)
+    return ({**row, "best_iteration": best["iteration"],
+             "val_log_growth": best["val_log_growth"]}, equity, took)
+
+
 def evaluate_out_of_sample(*, market: MarketData, split: str, config: TrainConfig,
                            seeds: Sequence[int] = (0, 1, 2, 3, 4), out_dir: str | Path,
                            val_fraction: float = 0.2, device: str = "cpu",
                            n_boot: int = 1000, confidence: float = 0.95,
-                           progress: Callable[[str], None] | None = None) -> OOSReport:
+                           progress: Callable[[str], None] | None = None,
+                           executor: Executor | str | None = "sequential") -> OOSReport:
     """Train one policy per seed on bars before ``split``; score every policy after it.
 
     Checkpoints go to ``out_dir/seed{N}/``. Early stopping uses the last ``val_fraction`` of
-    the pre-split bars, never the held-out span.
+    the pre-split bars, never the held-out span. ``executor`` trains and scores the seeds (see
+    :mod:`tradesim.evaluate.executor`); each task trains with this process's torch thread count
+    and its own seed, so every executor gives the sequential report. On a cluster ``out_dir``
+    must be a path every worker shares, or the checkpoints stay on the workers.
     """
     if len(seeds) < 2:
         raise ConfigError(f"seeds={list(seeds)}: an interval over seeds needs at least 2 "
@@ -156,21 +183,25 @@ def evaluate_out_of_sample(*, market: MarketData, split: str, config: TrainConfi
         row, curves[name] = _score(agent, market, bt, name, None, n_boot=n_boot,
                                    confidence=confidence)
         rows.append(row)
-    for seed in seeds:
-        folder = Path(out_dir) / f"seed{seed}"
-        started = time.perf_counter()
-        best = train(config=config.model_copy(update={"seed": seed}), train_data=train_data,
-                     val_data=val_data, device=device, out_dir=folder)
-        seconds.append(time.perf_counter() - started)
-        row, curves[f"qtnet/seed{seed}"] = _score(
-            QTNetAgent(checkpoint=str(folder / "best.pt")), market,
-            bt.model_copy(update={"seed": seed}), "qtnet", seed, n_boot=n_boot,
-            confidence=confidence)
-        rows.append({**row, "best_iteration": best["iteration"],
-                     "val_log_growth": best["val_log_growth"]})
+    import torch
+
+    threads = torch.get_num_threads()
+
+    def on_seed(i: int, out: tuple[dict, pd.Series, float]) -> None:
+        row = out[0]
         if progress is not None:
-            progress(f"seed {seed}: held-out return {row['total_return']:+.2%}, Sharpe "
-                     f"{row['sharpe']:.2f} (trained {seconds[-1]:.0f} s)")
+            progress(f"seed {row['seed']}: held-out return {row['total_return']:+.2%}, Sharpe "
+                     f"{row['sharpe']:.2f} (trained {out[2]:.0f} s)")
+
+    with using(executor) as ex:
+        shared = [ex.put(x) for x in (market, train_data, val_data)]
+        outs = ex.map(_seed_task, [(config, seed, *shared, bt, device,
+                                    str(Path(out_dir).resolve() / f"seed{seed}"), n_boot,
+                                    confidence, threads) for seed in seeds], on_result=on_seed)
+    for seed, (row, curve, took) in zip(seeds, outs, strict=True):
+        rows.append(row)
+        curves[f"qtnet/seed{seed}"] = curve
+        seconds.append(took)
     runs = pd.DataFrame(rows)
     equity = pd.DataFrame(curves)
     meta = {"symbols": list(market.symbols), "split": split, "validation_from": inner,
