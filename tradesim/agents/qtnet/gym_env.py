@@ -33,17 +33,20 @@ _W_LOG, _W_PNL, _W_SHARPE, _W_DOWNSIDE, _W_DRAWDOWN = 0, 1, 2, 3, 4
 _W_TURNOVER, _W_COST, _W_CVAR, _W_EXPECTILE = 5, 6, 7, 8
 _S_ETA, _S_WARMUP, _S_VAR_FLOOR, _S_CLIP, _S_WINDOW, _S_ALPHA, _S_TAU = 9, 10, 11, 12, 13, 14, 15
 _S_RUIN_PENALTY, _S_INITIAL_CASH = 16, 17
+# rewards.step's bound and growth-ratio floor/cap: passed in, not read as compiled globals,
+# because numba's disk cache would keep stale values after rewards/step.py changed
+_S_BOUND, _S_FLOOR, _S_CAP = 18, 19, 20
 # reward state array: these scalars, then the last weights [N], then the ring of returns [window]
 _R_START, _R_PREV, _R_LEVEL, _R_PEAK, _R_A, _R_B, _R_DD2, _R_MOMENTS, _R_COUNT = range(9)
 _R_SIZE = 9
 
 
 @_njit(cache=True)
-def _bounded(x: float) -> float:
-    """rewards.step._bounded for one number: NaN -> 0, clipped to +-_BOUND."""
+def _bounded(x: float, bound: float) -> float:
+    """rewards.step._bounded for one number: NaN -> 0, clipped to +-bound."""
     if x != x:
         return 0.0
-    return min(max(x, -_BOUND), _BOUND)
+    return min(max(x, -bound), bound)
 
 
 @_njit(cache=True)
@@ -86,7 +89,8 @@ def _reward(equity: float, costs: float, held: np.ndarray, spec: np.ndarray,
     n = held.shape[0]
     e = equity if (equity > 0 and equity < np.inf) else 0.0
     prev = rs[_R_PREV]
-    ratio = min(max(e / prev, _FLOOR), _CAP) if prev > 0 else 1.0
+    ratio = min(max(e / prev, spec[_S_FLOOR]), spec[_S_CAP]) if prev > 0 else 1.0
+    bound = spec[_S_BOUND]
     r = ratio - 1.0
     lg = math.log(ratio)
     total = 0.0
@@ -94,7 +98,7 @@ def _reward(equity: float, costs: float, held: np.ndarray, spec: np.ndarray,
         total = total + spec[_W_LOG] * lg
     if spec[_W_PNL] > 0:
         start = rs[_R_START]
-        total = total + spec[_W_PNL] * _bounded((e - prev) / (start if start > 0 else 1.0))
+        total = total + spec[_W_PNL] * _bounded((e - prev) / (start if start > 0 else 1.0), bound)
     if spec[_W_SHARPE] > 0 or spec[_W_DOWNSIDE] > 0:
         a, b, dd2 = rs[_R_A], rs[_R_B], rs[_R_DD2]
         warm = rs[_R_MOMENTS] < spec[_S_WARMUP]
@@ -122,17 +126,17 @@ def _reward(equity: float, costs: float, held: np.ndarray, spec: np.ndarray,
     if spec[_W_TURNOVER] > 0:
         turnover = 0.0
         for j in range(n):
-            w = _bounded(held[j])
+            w = _bounded(held[j], bound)
             turnover += abs(w - rs[_R_SIZE + j])
             rs[_R_SIZE + j] = w
         total = total + spec[_W_TURNOVER] * -turnover
     if spec[_W_COST] > 0:
-        frac = abs(_bounded(costs)) / prev if prev > 0 else 0.0
-        total = total + spec[_W_COST] * -_bounded(frac)
+        frac = abs(_bounded(costs, bound)) / prev if prev > 0 else 0.0
+        total = total + spec[_W_COST] * -_bounded(frac, bound)
     if spec[_W_CVAR] > 0 or spec[_W_EXPECTILE] > 0:
         window = int(spec[_S_WINDOW])
         ring = rs[_R_SIZE + n:_R_SIZE + n + window]
-        ring[int(rs[_R_COUNT]) % window] = _bounded(r)
+        ring[int(rs[_R_COUNT]) % window] = _bounded(r, bound)
         rs[_R_COUNT] += 1.0
         full = rs[_R_COUNT] >= window
         if spec[_W_CVAR] > 0:
@@ -197,7 +201,8 @@ def _spec(cfg: EnvConfig) -> np.ndarray:
     r = cfg.reward
     return np.array([float(getattr(r, t)) for t in TERMS]
                     + [r.eta, r.warmup, r.var_floor, r.clip, r.window, r.alpha, r.tau,
-                       cfg.ruin_penalty, cfg.initial_cash], dtype=np.float64)
+                       cfg.ruin_penalty, cfg.initial_cash, _BOUND, _FLOOR, _CAP],
+                    dtype=np.float64)
 
 
 class QTNetGymEnv(gym.Env[np.ndarray, np.ndarray]):
