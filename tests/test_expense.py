@@ -8,6 +8,7 @@ import math
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from user_agents import Spender
@@ -129,3 +130,46 @@ def test_a_tampered_expense_log_refuses_to_resume(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(ReconciliationError, match="cash: the fill log gives"):
         PaperDaemon(cfg, home=tmp_path, handle_signals=False).run()
+
+
+def _scripted(body: dict) -> object:
+    """The scripted analyst (buy after an up bar, sell after a down one), tokens fixed."""
+    import json
+    import re
+
+    from tradesim.llm.testing import Reply
+
+    last = float(re.search(r"oldest first: (.*)", body["messages"][-1]["content"])[1].split()[-1])
+    answer = {"action": "buy" if last > 0 else "sell", "weight": 0.8, "confidence": 0.6,
+              "rationale": f"moved {last:+.2f}%"}
+    return Reply(content=json.dumps(answer), prompt_tokens=1_000, completion_tokens=50)
+
+
+def test_llm_analyst_charges_list_priced_calls_and_replays_the_same_fake_openai_server(
+        tmp_path: Path, monkeypatch) -> None:
+    from tradesim.agents.registry import load_agent
+    from tradesim.llm.testing import FakeOpenAIServer
+
+    monkeypatch.setenv("TRADESIM_EXPENSE_KEY", "sk-test")
+    config = BacktestConfig.build(agent="llm_analyst", symbols=("ALPHA",), start="2019-01-02",
+                                  end="2019-01-31")
+    data = load_market(symbols=["ALPHA"], source="sample", end="2019-01-31")
+    with FakeOpenAIServer(default=_scripted) as server:
+        gateway = {"provider": "openai", "base_url": server.base_url, "mode": "cached",
+                   "api_key_env": "TRADESIM_EXPENSE_KEY", "cache_path": str(tmp_path / "c.db"),
+                   "model": "gpt-4o-mini", "prices": {"gpt-4o-mini": (0.15, 0.6)}}
+        runs = []
+        for _ in range(2):  # the second run is answered by the cache: no model call
+            agent = load_agent("llm_analyst", gateway=gateway, every=1, charge_llm_cost=True)
+            runs.append(simulate(config=config, agent=agent, data=data))
+            agent.close()
+        calls = len(server.requests)
+    first, again = runs
+    per_call = (1_000 * 0.15 + 50 * 0.6) / 1e6
+    assert calls == len(first.decisions) > 10  # one symbol: one call per decision, then none
+    assert first.meta["costs_paid"]["expense"] == pytest.approx(calls * per_call, rel=1e-12)
+    assert np.allclose(first.decisions["expense"].to_numpy(), per_call, rtol=1e-12, atol=0)
+    pd.testing.assert_frame_equal(first.equity, again.equity)  # the replay paid the same
+    free = simulate(config=config, agent=load_agent("llm_analyst", gateway=gateway, every=1),
+                    data=data)
+    assert free.meta["costs_paid"]["expense"] == 0.0

@@ -84,3 +84,26 @@ def test_an_abstaining_model_falls_back_to_the_quantitative_role_fake_openai_ser
     assert result.meta["llm"]["abstained"] > 0
     pd.testing.assert_frame_equal(result.decisions[["step", "weights"]],
                                   quant.decisions[["step", "weights"]])
+
+
+def test_the_team_charges_its_list_priced_calls_to_the_account_fake_openai_server(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """charge_llm_cost: each decision's calls become its expense; the cached rerun pays the same."""
+    monkeypatch.setenv("TG_TEST_KEY", "sk-test")
+    data = load_market(symbols=["ALPHA", "BRAVO"], source="sample", end="2018-07-31")
+    runs = []
+    with FakeOpenAIServer(default=_team_reply) as server:
+        for _ in range(2):
+            agent = load_agent("tradinggroup", quant_only=False, every=5, charge_llm_cost=True,
+                               gateway={"provider": "openai", "base_url": server.base_url,
+                                        "api_key_env": "TG_TEST_KEY", "model": "gpt-4o-mini",
+                                        "prices": {"gpt-4o-mini": (0.15, 0.6)},
+                                        "cache_path": str(tmp_path / "c.sqlite")})
+            runs.append(simulate(config=CONFIG, agent=agent, data=data))
+        sent = len(server.requests)
+    per_call = (80 * 0.15 + 20 * 0.6) / 1e6
+    first, again = runs
+    assert sent > 20
+    assert first.meta["costs_paid"]["expense"] == pytest.approx(sent * per_call, rel=1e-9)
+    assert again.meta["costs_paid"]["expense"] == first.meta["costs_paid"]["expense"]
+    assert first.equity["equity"].tolist() == again.equity["equity"].tolist()

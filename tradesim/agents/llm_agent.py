@@ -10,6 +10,7 @@ the cache, the journal and the agent's own settings into the run folder, so
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -21,7 +22,7 @@ from pydantic import Field, field_validator
 from tradesim.contracts import AgentParams, BaseAgent, Decision, Observation, RunContext
 from tradesim.errors import ConfigError
 from tradesim.llm.budget import CostEstimate, PriceTable, estimate
-from tradesim.llm.gateway import CACHE_FILE, Gateway, GatewayConfig, LLMResult
+from tradesim.llm.gateway import CACHE_FILE, Gateway, GatewayConfig, LLMResult, SpendMeter
 from tradesim.llm.leakage import Anonymizer, leakage_flags, model_info
 from tradesim.llm.schema import TradeDecision, repair_message
 
@@ -49,6 +50,9 @@ class LLMAnalyst(BaseAgent):
                                   "spread 1/N over the universe")
         every: int = Field(1, ge=1, description="decide on every k-th bar, hold between")
         allow_short: bool = Field(False, description="a sell goes short instead of flat")
+        charge_llm_cost: bool = Field(False, description="debit the LLM dollars each decision "
+                                      "spent (list price, cache hits included) from the "
+                                      "account's cash, as a Decision expense")
         gateway: GatewayConfig = Field(default_factory=lambda: GatewayConfig.from_param(None),
                                        description="gateway settings, resolved from the "
                                        "environment (TRADESIM_LLM, OPENAI_*) where not given")
@@ -72,11 +76,13 @@ class LLMAnalyst(BaseAgent):
         self.max_weight = p.max_weight
         self.every = p.every
         self.allow_short = p.allow_short
+        self.charge_llm_cost = p.charge_llm_cost
         self._owns_gateway = self._gateway is None
         self.gateway_config = p.gateway
         self._steps = 0  # decide calls so far (decisions are made on every `every`-th)
         self._sources: set[str] = set()  # data sources read (synthetic: no leakage flag)
         self._closed: Gateway | None = None  # the last gateway closed: its record still saves
+        self._spend = SpendMeter()  # LLM dollars since the last decision (charge_llm_cost)
 
     @classmethod
     def from_run(cls, folder: str | Path, **overrides: Any) -> LLMAnalyst:
@@ -120,12 +126,16 @@ class LLMAnalyst(BaseAgent):
              "schema": TradeDecision, "decision_time": obs.time, "tag": f"{self.name}:{symbol}",
              "anonymizer": anonymizer}
             for symbol, prompt in prompts.items()])
-        return self._decision(obs, dict(zip(prompts, results)))
+        decision = self._decision(obs, dict(zip(prompts, results)))
+        if self.charge_llm_cost:
+            decision = dataclasses.replace(decision, expense=self._spend.read(self._gateway))
+        return decision
 
     def start(self, context: RunContext) -> None:
         """A new run: the decision schedule restarts."""
         super().start(context)
         self._steps = 0
+        self._spend.restart(self._gateway)
 
     def stop(self, *, error: BaseException | None = None) -> None:
         """Release the gateway this agent built (its thread and cache connection)."""
@@ -136,6 +146,7 @@ class LLMAnalyst(BaseAgent):
 
     def load_state(self, state: dict[str, Any]) -> None:
         self._steps = int(state.get("steps", 0))
+        self._spend.restart(self._gateway)
 
     # --- RunArtifacts ---------------------------------------------------------------------
 

@@ -608,6 +608,26 @@ class Gateway:
             repaired=prep.repaired))
 
 
+class SpendMeter:
+    """The list-price dollars an agent's gateway calls cost since the last reading: what it
+    charges as ``Decision.expense`` (cache hits included, so a cached replay charges the same)."""
+
+    def __init__(self) -> None:
+        self._mark = 0
+
+    def restart(self, gateway: Gateway | None) -> None:
+        """Count from now: calls already journaled (an earlier run, a resumed process) are not
+        charged again."""
+        self._mark = len(gateway.journal.records) if gateway is not None else 0
+
+    def read(self, gateway: Gateway | None) -> float:
+        """Dollars of the calls since the last reading (0 without a gateway)."""
+        if gateway is None:
+            return 0.0
+        usd, self._mark = gateway.priced_since(self._mark)
+        return usd
+
+
 def build_provider(config: GatewayConfig) -> Provider:
     """The provider ``config`` names; a missing key raises MissingAPIKeyError naming the variable.
 

@@ -41,7 +41,7 @@ from tradesim.contracts import (
     RunContext,
 )
 from tradesim.errors import ConfigError
-from tradesim.llm.gateway import Gateway, GatewayConfig
+from tradesim.llm.gateway import Gateway, GatewayConfig, SpendMeter
 
 CONTEST_FILE = "contest.json"
 
@@ -146,6 +146,7 @@ class ContestAgent(BaseAgent):
     _entrants: list[Agent]
     _rewards: list[np.ndarray]
     _reference: list[float]
+    _spend: SpendMeter
 
     def __init__(self, **params: Any) -> None:
         given = params.get("gateway")
@@ -273,7 +274,7 @@ class ContestAgent(BaseAgent):
         self._factor_log = list(state.get("factors", []))
         self._universe = list(state.get("universe", []))
         self._charged = float(state.get("charged", 0.0))
-        self._priced = len(self._gateway.journal.records) if self._gateway is not None else 0
+        self._spend.restart(self._gateway)
         self._rewards, self._reference = [], []
         self._scorer = Scorer(self.config, entrants=len(self.entrant_names))
         for k in range(self._step):  # the realised rows again; the scorer catches up from them
@@ -381,8 +382,8 @@ class ContestAgent(BaseAgent):
         self._reference = []  # holding the universe: mean known move of row j
         self._scorer = Scorer(self.config, entrants=len(self.entrant_names))
         self._charged = 0.0  # LLM dollars debited from the account in this run
-        # journal records already priced (a resumed process starts a fresh journal)
-        self._priced = len(self._gateway.journal.records) if self._gateway is not None else 0
+        self._spend = SpendMeter()
+        self._spend.restart(self._gateway)
 
     def _build_entrants(self) -> list[Agent]:
         from tradesim.agents.registry import load_agent
@@ -464,9 +465,9 @@ class ContestAgent(BaseAgent):
 
     def _expense(self) -> float:
         """The LLM dollars spent since the last decision when they are charged (else 0)."""
-        if not self.params.charge_llm_cost or self._gateway is None:
+        if not self.params.charge_llm_cost:
             return 0.0
-        usd, self._priced = self._gateway.priced_since(self._priced)
+        usd = self._spend.read(self._gateway)
         self._charged += usd
         return usd
 

@@ -38,7 +38,14 @@ from tradesim.contracts import (
     RunContext,
 )
 from tradesim.errors import ConfigError
-from tradesim.llm.gateway import CACHE_FILE, JOURNAL_FILE, Gateway, GatewayConfig, LLMResult
+from tradesim.llm.gateway import (
+    CACHE_FILE,
+    JOURNAL_FILE,
+    Gateway,
+    GatewayConfig,
+    LLMResult,
+    SpendMeter,
+)
 from tradesim.llm.leakage import Anonymizer, leakage_flags, model_info
 
 STEPS_FILE = "tradinggroup_steps.jsonl"  # per-step trajectories, read by `tradesim synth`
@@ -88,6 +95,9 @@ class TradingGroup(BaseAgent):
             "into memory retrieval (minilm: the group extra's all-MiniLM-L6-v2)")
         text_weight: float = Field(0.5, ge=0, le=1, description="weight of the text "
                                    "similarity against the numeric one in retrieval")
+        charge_llm_cost: bool = Field(False, description="debit the LLM dollars each decision "
+                                      "spent (list price, cache hits included) from the "
+                                      "account's cash, as a Decision expense")
         gateway: GatewayConfig = Field(default_factory=lambda: GatewayConfig.from_param(None))
 
         @field_validator("gateway", mode="before")
@@ -118,6 +128,7 @@ class TradingGroup(BaseAgent):
         self._sources: set[str] = set()
         self._checked_carry = False
         self._account_pnl: list[float] = []  # realised P&L of the account, per feedback
+        self._spend = SpendMeter()  # LLM dollars since the last decision (charge_llm_cost)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -125,6 +136,7 @@ class TradingGroup(BaseAgent):
         """A new run: fresh memory (in the run folder, else a temporary file), carry if asked."""
         super().start(context)
         self._reset()
+        self._spend.restart(self._gateway)
         if self._embedder is None and self.p.embeddings != "none":
             self._embedder = load_embedder(self.p.embeddings)
         self._close_memory()
@@ -168,6 +180,7 @@ class TradingGroup(BaseAgent):
         self._account_pnl = [float(x) for x in state.get("account_pnl", [])]
         self._checked_carry = bool(state.get("checked_carry", False))
         self.memory.restore(state.get("memory", []))
+        self._spend.restart(self._gateway)
 
     @property
     def memory(self) -> ReflectionMemory:
@@ -385,7 +398,8 @@ class TradingGroup(BaseAgent):
         return Decision(weights=weights, stop_loss=stops, take_profit=targets,
                         confidence=float(np.mean(confs)) if confs else 0.0,
                         rationale=f"style {style['style']} | " + " | ".join(notes),
-                        llm_calls=calls)
+                        llm_calls=calls,
+                        expense=self._spend.read(self._gateway) if p.charge_llm_cost else 0.0)
 
     # --- helpers --------------------------------------------------------------------------
 
