@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from tradesim.contracts import AgentParams, BaseAgent, Decision, Observation, RunContext
+from tradesim.agents._llm_params import LLMAgentParams
+from tradesim.contracts import BaseAgent, Decision, Observation, RunContext
 from tradesim.errors import ConfigError
 from tradesim.llm.budget import CostEstimate, PriceTable, estimate
 from tradesim.llm.gateway import CACHE_FILE, Gateway, GatewayConfig, LLMResult, SpendMeter
@@ -42,7 +43,7 @@ class LLMAnalyst(BaseAgent):
 
     name = "llm_analyst"
 
-    class Params(AgentParams):
+    class Params(LLMAgentParams):
         lookback: int = Field(20, ge=2, description="bars of returns in each prompt")
         news_items: int = Field(5, ge=0, description="latest headlines in each prompt")
         anonymize: bool = Field(False, description="hide tickers and dates from the model")
@@ -50,17 +51,6 @@ class LLMAnalyst(BaseAgent):
                                   "spread 1/N over the universe")
         every: int = Field(1, ge=1, description="decide on every k-th bar, hold between")
         allow_short: bool = Field(False, description="a sell goes short instead of flat")
-        charge_llm_cost: bool = Field(False, description="debit the LLM dollars each decision "
-                                      "spent (list price, cache hits included) from the "
-                                      "account's cash, as a Decision expense")
-        gateway: GatewayConfig = Field(default_factory=lambda: GatewayConfig.from_param(None),
-                                       description="gateway settings, resolved from the "
-                                       "environment (TRADESIM_LLM, OPENAI_*) where not given")
-
-        @field_validator("gateway", mode="before")
-        @classmethod
-        def _gateway(cls, value: Any) -> GatewayConfig:
-            return GatewayConfig.from_param(value)
 
     def __init__(self, **params: Any) -> None:
         """Parameters as in :class:`LLMAnalyst.Params`; ``gateway`` may also be a live

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tradesim.agents._llm_params import LLMAgentParams
 from tradesim.agents.contest.book import (
     REALISE,
     ContestConfig,
@@ -32,7 +33,6 @@ from tradesim.agents.contest.book import (
 from tradesim.agents.contest.predictor import PredictorConfig
 from tradesim.contracts import (
     Agent,
-    AgentParams,
     BaseAgent,
     Decision,
     Feedback,
@@ -41,7 +41,7 @@ from tradesim.contracts import (
     RunContext,
 )
 from tradesim.errors import ConfigError
-from tradesim.llm.gateway import Gateway, GatewayConfig, SpendMeter
+from tradesim.llm.gateway import Gateway, SpendMeter
 
 CONTEST_FILE = "contest.json"
 
@@ -81,7 +81,7 @@ class ContestAgent(BaseAgent):
 
     name = "contest"
 
-    class Params(AgentParams):
+    class Params(LLMAgentParams):
         entrants: list[EntrantSpec] = Field(default_factory=lambda: [
             EntrantSpec(agent=a) for a in ("sma_cross", "macd", "momentum", "buy_and_hold")])
         allocation: Literal["contest", "equal"] = Field(
@@ -114,18 +114,9 @@ class ContestAgent(BaseAgent):
         lookback: int = Field(10, ge=2, description="bars of returns in team prompts")
         context_tokens: int = Field(28_000, ge=256, description="data agent input budget")
         factor_tokens: int = Field(4_000, ge=16, description="data agent output budget")
-        charge_llm_cost: bool = Field(
-            False, description="debit the LLM dollars each decision spent (list price, cache "
-            "hits included) from the account's cash, as a Decision expense")
         entrant_feedback: bool = Field(
             True, description="deliver each entrant the Feedback of its own virtual book once "
             "realised (decision j at step j+2), so entrants that learn online can learn")
-        gateway: GatewayConfig = Field(default_factory=lambda: GatewayConfig.from_param(None))
-
-        @field_validator("gateway", mode="before")
-        @classmethod
-        def _gateway(cls, value: Any) -> GatewayConfig:
-            return GatewayConfig.from_param(value)
 
         @field_validator("entrants", mode="before")
         @classmethod

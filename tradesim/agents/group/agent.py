@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
+from tradesim.agents._llm_params import LLMAgentParams
 from tradesim.agents.group import roles
 from tradesim.agents.group.embed import TextEmbedder, load_embedder, situation_text
 from tradesim.agents.group.indicators import features, situation_vector, trailing_vol
@@ -30,7 +31,6 @@ from tradesim.agents.group.memory import MEMORY_FILE, Experience, ReflectionMemo
 from tradesim.agents.group.reports import ReportSource, describe, report_score
 from tradesim.agents.group.risk import exit_levels
 from tradesim.contracts import (
-    AgentParams,
     BaseAgent,
     Decision,
     Feedback,
@@ -42,7 +42,6 @@ from tradesim.llm.gateway import (
     CACHE_FILE,
     JOURNAL_FILE,
     Gateway,
-    GatewayConfig,
     LLMResult,
     SpendMeter,
 )
@@ -60,7 +59,7 @@ class TradingGroup(BaseAgent):
     name = "tradinggroup"
     lookback = 21
 
-    class Params(AgentParams):
+    class Params(LLMAgentParams):
         quant_only: bool = Field(True, description="every role on its quantitative path "
                                  "(no model); false asks the gateway, falling back on abstain")
         horizon: int = Field(5, ge=1, le=250, description="bars until a call's outcome is "
@@ -95,15 +94,6 @@ class TradingGroup(BaseAgent):
             "into memory retrieval (minilm: the group extra's all-MiniLM-L6-v2)")
         text_weight: float = Field(0.5, ge=0, le=1, description="weight of the text "
                                    "similarity against the numeric one in retrieval")
-        charge_llm_cost: bool = Field(False, description="debit the LLM dollars each decision "
-                                      "spent (list price, cache hits included) from the "
-                                      "account's cash, as a Decision expense")
-        gateway: GatewayConfig = Field(default_factory=lambda: GatewayConfig.from_param(None))
-
-        @field_validator("gateway", mode="before")
-        @classmethod
-        def _gateway(cls, value: Any) -> GatewayConfig:
-            return GatewayConfig.from_param(value)
 
     def __init__(self, **params: Any) -> None:
         given = params.get("gateway")
