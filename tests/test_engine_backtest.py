@@ -12,7 +12,7 @@ import pytest
 from tradesim.contracts import BaseAgent, Decision, Feedback, Observation
 from tradesim.data.bars import Bars
 from tradesim.data.view import MarketData
-from tradesim.engine.broker import exit_price, order_fill_price
+from tradesim.engine.core import KIND_LIMIT, KIND_STOP, exit_fill, order_price
 from tradesim.engine.costs import CostModel, load_costs
 from tradesim.engine.record import RunResult
 from tradesim.errors import AgentDecisionError, ConfigError
@@ -80,19 +80,19 @@ def test_close_fill_mode_is_explicit_and_stamped(data) -> None:
 
 
 def test_fill_prices_and_exit_rules() -> None:
-    assert order_fill_price("limit", 10, 95.0, 100.0, 101.0, 94.0) == 95.0
-    assert order_fill_price("limit", 10, 95.0, 93.0, 96.0, 92.0) == 93.0  # gapped below the limit
-    assert math.isnan(order_fill_price("limit", 10, 90.0, 100.0, 101.0, 94.0))
-    assert order_fill_price("stop", -10, 95.0, 93.0, 96.0, 92.0) == 93.0  # stop gapped through
-    assert order_fill_price("stop", 10, 105.0, 100.0, 106.0, 99.0) == 105.0
+    assert order_price(KIND_LIMIT, 10, 95.0, 100.0, 101.0, 94.0) == 95.0
+    assert order_price(KIND_LIMIT, 10, 95.0, 93.0, 96.0, 92.0) == 93.0  # gapped below the limit
+    assert math.isnan(order_price(KIND_LIMIT, 10, 90.0, 100.0, 101.0, 94.0))
+    assert order_price(KIND_STOP, -10, 95.0, 93.0, 96.0, 92.0) == 93.0  # stop gapped through
+    assert order_price(KIND_STOP, 10, 105.0, 100.0, 106.0, 99.0) == 105.0
     # long: stop 95 and target 105 both inside the bar -> adverse (stop) first
-    assert exit_price(10, 95.0, 105.0, 100.0, 106.0, 94.0) == (95.0, 1)
+    assert exit_fill(10, 95.0, 105.0, 100.0, 106.0, 94.0) == (95.0, 1)
     # long: open gapped below the stop -> fill at the open
-    assert exit_price(10, 95.0, 105.0, 90.0, 92.0, 89.0) == (90.0, 1)
+    assert exit_fill(10, 95.0, 105.0, 90.0, 92.0, 89.0) == (90.0, 1)
     # short: target below hit, stop above not -> target
-    assert exit_price(-10, 105.0, 95.0, 100.0, 101.0, 94.0) == (95.0, 2)
+    assert exit_fill(-10, 105.0, 95.0, 100.0, 101.0, 94.0) == (95.0, 2)
     # nothing inside the bar -> no exit
-    assert math.isnan(exit_price(10, 95.0, 105.0, 100.0, 101.0, 99.0)[0])
+    assert math.isnan(exit_fill(10, 95.0, 105.0, 100.0, 101.0, 99.0)[0])
 
 
 def test_stop_loss_from_decision_exits_within_the_bar() -> None:

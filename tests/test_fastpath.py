@@ -21,7 +21,8 @@ from tradesim.data.synthetic import SyntheticSource
 from tradesim.data.view import MarketData
 from tradesim.engine.account import AccountConfig
 from tradesim.engine.costs import CostModel
-from tradesim.engine.fastpath import run_fast, simulate_weights
+from tradesim.engine.core import simulate_weights
+from tradesim.engine.fastpath import run_fast
 from tradesim.engine.record import RunResult
 from tradesim.errors import AgentDecisionError, ConfigError, EngineError
 from tradesim.evaluate.backtest import BacktestConfig, run_backtest

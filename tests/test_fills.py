@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from tradesim.contracts import BaseAgent, Decision, Observation
 from tradesim.data.bars import Bars
 from tradesim.data.view import MarketData
-from tradesim.engine.costs import CostModel, affordable_qty, fill_costs
+from tradesim.engine.account import AccountConfig
+from tradesim.engine.core import account_arrays, affordable, fill_charges
+from tradesim.engine.costs import CostModel
 from tradesim.engine.fastpath import run_fast
 from tradesim.engine.record import RunResult
 from tradesim.errors import AgentDecisionError
@@ -126,20 +128,21 @@ def test_long_only_cash_never_goes_negative_and_loop_equals_fast_path(
 @given(qty=st.floats(-1e5, 1e5), held=st.floats(-1e4, 1e4), price=st.floats(1.0, 500.0),
        cash=st.floats(-5e4, 2e5), lev=st.sampled_from([1.0, 2.0]),
        fixed=st.sampled_from([0.0, 1.0]), bps=st.sampled_from([0.0, 5.0]))
-def test_affordable_qty_keeps_the_book_within_the_cap_and_reductions_whole(
+def test_affordable_keeps_the_book_within_the_cap_and_reductions_whole(
         qty, held, price, cash, lev, fixed, bps) -> None:
     model = CostModel(commission_fixed=fixed, commission_bps=bps, impact_y=1.0)
+    cp, acct = account_arrays(AccountConfig(costs=model, max_leverage=lev))
     held = float(round(held))
     qty = float(round(qty))
     equity = cash + held * price
-    got = affordable_qty(qty, held, price, 1e5, equity=equity, gross_rest=0.0,
-                         max_leverage=lev, model=model, lot_size=1.0, fractional=False)
+    got = affordable(0, qty, price, 1e5, np.array([price]), np.array([held]), np.array([price]),
+                     cash, 1.0, cp, acct)
     assert abs(got) <= abs(qty) and (got == 0 or math.copysign(1, got) == math.copysign(1, qty))
     assert got == round(got)
     if held and (held > 0) != (qty > 0):  # the reducing part always fills
         assert abs(got) >= min(abs(qty), abs(held))
     if got != qty and abs(got) > abs(held) * ((held > 0) != (qty > 0)):
-        cost = sum(fill_costs(got, price, 1e5, model))
+        cost = sum(fill_charges(got, price, 1e5, 1.0, cp))
         assert abs(held + got) * price <= lev * (equity - cost) + 1e-6
 
 
@@ -312,11 +315,12 @@ def test_an_order_shrunk_for_cash_ends_while_a_capped_one_keeps_working() -> Non
 def test_default_impact_follows_the_square_root_law_with_the_bar_interval() -> None:
     model = CostModel.preset("default")
     assert model.impact_y == 1.0 and model.impact_sigma == 0.02
+    cp, _ = account_arrays(AccountConfig(costs=model))
     # 1% of a day's volume on daily bars: Y x sigma x sqrt(0.01) = 20 bps (+ 1 bp slippage)
-    _, _, slip = fill_costs(1_000, 100.0, 100_000, model)
+    _, _, slip = fill_charges(1_000, 100.0, 100_000, 1.0, cp)
     assert slip / 100_000 == pytest.approx(0.0020 + 0.0001)
     # 10% of one minute bar: the day holds 390 such bars -> 3.2 bps, not 316
-    _, _, slip = fill_costs(1_000, 100.0, 10_000, model, 390.0)
+    _, _, slip = fill_charges(1_000, 100.0, 10_000, 390.0, cp)
     assert slip / 100_000 - 0.0001 == pytest.approx(0.02 * math.sqrt(0.1 / 390))
     assert "sqrt" in model.describe() and "participation cap 0.1" in model.describe()
     # an old record's impact_coef keeps its old cost: coef x sqrt(qty / bar volume)

@@ -17,29 +17,24 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tradesim.contracts import Fill
-from tradesim.engine.broker import (
-    LIMIT,
-    MARKET,
-    STOP,
-    Broker,
-    Order,
-    check_in_bar,
-    exit_price,
-    target_qty,
-)
-from tradesim.engine.costs import (
-    CostModel,
-    affordable_qty,
+from tradesim.engine.broker import LIMIT, MARKET, STOP, Broker, Order, check_in_bar
+from tradesim.engine.core import (
+    EXIT_STOP,
+    account_arrays,
+    affordable,
     bars_per_day,
-    borrow_fee_on,
-    load_costs,
-    lots_down,
+    borrow_fee,
+    capped_qty,
+    exit_fill,
+    margin_breached,
+    margin_state,
+    size_targets,
 )
+from tradesim.engine.costs import CostModel, load_costs
 from tradesim.engine.ledger import Ledger
-from tradesim.errors import ConfigError
+from tradesim.errors import ConfigError, LedgerInvariantError
 
 FILL_MODES: tuple[str, ...] = ("next_open", "close")
-_EXIT_REASON = {1: "stop_loss", 2: "take_profit"}
 
 
 class AccountConfig(BaseModel):
@@ -67,9 +62,11 @@ class Account:
     """Broker + ledger of one account; processes one bar per step, whatever drives the clock.
 
     Bar rows (one value per symbol, NaN = no bar) may be lists or arrays; the book is kept in
-    plain Python floats because a step touches a handful of symbols, where scalar arithmetic is
-    many times faster than NumPy calls. ``stop_loss`` / ``take_profit`` hold one level per symbol
-    (NaN = none).
+    plain Python floats (a bar of a flat or long-only book needs no arithmetic beyond marks), and
+    every rule (sizing, costs, the participation cap, what the account can afford, borrow fee,
+    margin, exits) is a call into the compiled account core (:mod:`tradesim.engine.core`), the
+    one the fast path and the RL env run. ``stop_loss`` / ``take_profit`` hold one level per
+    symbol (NaN = none).
     """
 
     def __init__(self, *, symbols: tuple[str, ...], initial_cash: float, costs: CostModel,
@@ -83,9 +80,13 @@ class Account:
         self.lot_size, self.fractional = float(lot_size), bool(fractional)
         self.allow_short, self.max_leverage = bool(allow_short), float(max_leverage)
         self.maintenance_margin = float(maintenance_margin)
+        self._cp, self._acct = account_arrays(AccountConfig(
+            costs=costs, initial_cash=initial_cash, fill=fill, lot_size=lot_size,
+            fractional=fractional, allow_short=allow_short, max_leverage=max_leverage,
+            maintenance_margin=maintenance_margin))
         self.ledger = Ledger(symbols=self.symbols, initial_cash=initial_cash)
-        self.broker = Broker(symbols=self.symbols, costs=costs, lot_size=self.lot_size,
-                             fractional=self.fractional)
+        self.broker = Broker(symbols=self.symbols, cp=self._cp, acct=self._acct,
+                             bars_per_day=costs.bars_per_day or 1.0)
         n = len(self.symbols)
         self.stop_loss: list[float] = [math.nan] * n
         self.take_profit: list[float] = [math.nan] * n
@@ -133,6 +134,17 @@ class Account:
             last = state.pop("_last_time")
             state["_last_ns"] = None if last is None else int(last.astype("int64"))
         self.__dict__.update(state)
+        if "_cp" not in state:  # written before the rules were the compiled core's
+            self._cp, self._acct = account_arrays(AccountConfig(
+                costs=self.costs, initial_cash=self.ledger.initial_cash, fill=self.fill,
+                lot_size=self.lot_size, fractional=self.fractional,
+                allow_short=self.allow_short, max_leverage=self.max_leverage,
+                maintenance_margin=self.maintenance_margin))
+            broker = self.broker
+            broker._cp, broker._acct = self._cp, self._acct
+            broker.bars_per_day = self.costs.bars_per_day or broker.bars_per_day
+            for old in ("costs", "lot_size", "fractional"):
+                broker.__dict__.pop(old, None)
 
     def _open(self, step: int, time: np.datetime64, open: Sequence[float],
               high: Sequence[float], low: Sequence[float], close: Sequence[float],
@@ -146,20 +158,17 @@ class Account:
         shares = L.shares
         has_pos = any(shares)
         last = self._last_ns
-        if has_pos and last is not None and self.costs.borrow_bps_annual:
-            short_value = 0.0
-            for q, m in zip(shares, L.prices):
-                if q < 0:
-                    short_value += -q * m
-            if short_value:
-                fee = borrow_fee_on(short_value, self.costs.borrow_bps_annual, float(ns - last))
-                if fee:
-                    L.charge_borrow(fee)
+        if has_pos and last is not None and self.costs.borrow_bps_annual and min(shares) < 0:
+            fee = borrow_fee(np.array(shares), np.array(L.prices), self.costs.borrow_bps_annual,
+                             float(ns - last))
+            if fee:
+                L.charge_borrow(fee)
         if last is not None:
             gap = float(ns - last)
             if 0.0 < gap < self._gap:
                 self._gap = gap
-                self.broker.bars_per_day = bars_per_day(gap)
+                if self.costs.bars_per_day is None:  # the cost model's own value wins
+                    self.broker.bars_per_day = bars_per_day(gap)
         self._last_ns = ns
         self._close_done = False
         # no margin call can trigger with cash >= 0 and only long positions (at positive
@@ -192,14 +201,18 @@ class Account:
         step, time = self._bar[0], self._bar[1]
         L = self.ledger
         equity = L.equity()
-        current, marks = L.shares, L.prices
-        target = [q if math.isnan(w) else target_qty(w, equity, m, lot_size=self.lot_size,
-                                              fractional=self.fractional)
-                  for w, q, m in zip(weights, current, marks)]
-        gross_now, _ = L.exposures()
-        cap = max(self.max_leverage, gross_now / equity if equity > 0 else 0)
-        L.check_leverage(step=step, time=time, target=target, prices=marks, equity=equity,
-                         max_leverage=cap, orders=self.broker.open_orders)
+        current = L.shares
+        sized = np.empty(len(current))
+        gross = size_targets(np.array(weights, dtype=np.float64), equity, np.array(current),
+                             np.array(L.prices), self._acct, sized)
+        if gross >= 0:
+            gross_now, _ = L.exposures()
+            raise LedgerInvariantError(
+                "leverage cap broken by the orders the broker sized", step=step, time=time,
+                orders=list(self.broker.open_orders),
+                numbers={"gross_after_orders": gross, "equity": equity, "max_leverage": max(
+                    self.max_leverage, gross_now / equity if equity > 0 else 0.0)})
+        target = sized.tolist()
         orders = []
         broker = self.broker
         if broker.open_orders:  # a new weight replaces a symbol's working market order
@@ -314,25 +327,15 @@ class Account:
         self._count_armed()
 
     def _afford(self, col: int, qty: float, price: float, volume: float) -> float:
-        """What of a fill of ``qty`` at ``price`` the account can pay for (see affordable_qty).
+        """What of a fill of ``qty`` at ``price`` the account can pay for (core.affordable).
 
         The book is valued at this phase's fill prices (the last mark where a symbol has no
         bar); a shrunk fill is recorded as an ``order_shrunk`` event.
         """
         L = self.ledger
-        equity = L.cash
-        gross_rest = 0.0
-        for j, (q, m, x) in enumerate(zip(L.shares, L.prices, self._ref)):
-            if q:
-                v = q * (price if j == col else (m if math.isnan(x) else x))
-                equity += v
-                if j != col:
-                    gross_rest += abs(v)
-        allowed = affordable_qty(qty, L.shares[col], price, volume, equity=equity,
-                                 gross_rest=gross_rest, max_leverage=self.max_leverage,
-                                 model=self.costs, lot_size=self.lot_size,
-                                 fractional=self.fractional,
-                                 bars_per_day=self.broker.bars_per_day)
+        allowed = affordable(col, qty, price, volume, np.array(self._ref, dtype=np.float64),
+                             np.array(L.shares), np.array(L.prices), L.cash,
+                             self.broker.bars_per_day, self._cp, self._acct)
         if allowed != qty:
             step, time = self._bar[0], self._bar[1]
             self._event(step, time, "order_shrunk", symbol=self.symbols[col], requested=qty,
@@ -350,20 +353,17 @@ class Account:
             q = shares[j]
             if not q or (math.isnan(stop) and math.isnan(target)):
                 continue
-            price, reason = exit_price(q, stop, target, open_[j], high[j], low[j])
+            price, reason = exit_fill(q, stop, target, open_[j], high[j], low[j])
             if reason:
-                qty = -q
-                cap = self.costs.participation_cap
-                if cap is not None:  # exits share the bar's cap: a locked bar does not fill
-                    vol = 0.0 if math.isnan(volume[j]) else volume[j]
-                    room = max(cap * vol - self._used.get(j, 0.0), 0.0)
-                    if abs(q) > room:
-                        qty = lots_down(math.copysign(room, -q), self.lot_size, self.fractional)
-                    self._used[j] = self._used.get(j, 0.0) + abs(qty)
+                # exits share the bar's participation cap: a locked bar does not fill
+                used = self._used.get(j, 0.0)
+                qty = capped_qty(-q, volume[j], used, self._cp, self._acct)
+                self._used[j] = used + abs(qty)
                 if qty == 0.0:
                     continue  # still armed: it triggers again on the next bar with volume
                 fill = self.broker.make_fill(time=time, col=j, quantity=qty, price=price,
-                                             volume=volume[j], reason=_EXIT_REASON[reason])
+                                             volume=volume[j], reason="stop_loss"
+                                             if reason == EXIT_STOP else "take_profit")
                 check_in_bar(fill.price, high[j], low[j], symbol=fill.symbol, time=time, step=step)
                 self._book(step, fill, None)
                 # the exit ends the position's target: a working order must not re-open it
@@ -372,14 +372,9 @@ class Account:
     def _margin_call(self, *, phase: str, prices: Sequence[float]) -> None:
         """Liquidate everything tradable now when equity falls below the maintenance margin."""
         L = self.ledger
-        gross = value = 0.0
-        for q, p, m in zip(L.shares, prices, L.prices):
-            if q:
-                v = q * (m if math.isnan(p) else p)
-                gross += abs(v)
-                value += v
-        equity = L.cash + value
-        if gross == 0.0 or equity >= self.maintenance_margin * gross:
+        equity, gross = margin_state(np.array(prices, dtype=np.float64), np.array(L.shares),
+                                     np.array(L.prices), L.cash)
+        if not margin_breached(equity, gross, self.maintenance_margin):
             return
         step, time, _, high, low, _, volume = self._bar
         self._liquidated = True

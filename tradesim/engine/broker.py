@@ -5,8 +5,9 @@ knowable). Market orders fill at the next bar's open (or the same bar's close wh
 ``fill="close"``); limit and stop orders and per-position stop-loss / take-profit trigger against
 the bar's high/low with gap-through (a level gapped through fills at the open), and when a
 stop-loss and a take-profit both sit inside one bar the adverse one (the stop) is assumed first.
-The price functions are pure scalar functions (one symbol at a time, no NumPy per-call
-overhead); the fast path's compiled kernel holds the same arithmetic, pinned by parity tests.
+The rules themselves (fill prices, the participation cap, costs) are the compiled account core's
+(:mod:`tradesim.engine.core`), the same functions the fast path's kernel calls; this module keeps
+the order book: order objects, their states and the order in which they fill.
 """
 
 from __future__ import annotations
@@ -18,12 +19,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from tradesim.contracts import Fill
-from tradesim.engine.costs import CostModel, fill_costs, lots_down
+from tradesim.engine.core import (
+    KIND_LIMIT,
+    KIND_MARKET,
+    KIND_STOP,
+    capped_qty,
+    fill_charges,
+    order_price,
+    reduces,
+)
 from tradesim.errors import ConfigError, LedgerInvariantError
 
 MARKET, LIMIT, STOP = "market", "limit", "stop"
+_KIND_CODE = {MARKET: KIND_MARKET, LIMIT: KIND_LIMIT, STOP: KIND_STOP}
 _PRICE_TOL = 1e-9
-_MAX_FLOAT = float(np.finfo(np.float64).max)
 
 
 @dataclass(slots=True, eq=False)
@@ -59,66 +68,6 @@ class Order:
                 f"({self.reason}, {self.status}, filled {self.filled:+g})")
 
 
-def target_qty(weight: float, equity: float, price: float, *, lot_size: float = 1.0,
-               fractional: bool = False) -> float:
-    """Shares that hold ``weight`` of ``equity`` at ``price``, truncated toward zero to whole lots
-    (NaN or infinite results become 0 or the largest float, as ``np.nan_to_num`` makes them)."""
-    num = weight * equity
-    if price:
-        raw = num / price
-    else:  # NumPy's x / 0: +-inf, or NaN for 0 / 0
-        raw = (math.nan if num == 0 or math.isnan(num)
-               else math.copysign(math.inf, num) * math.copysign(1.0, price))
-    if not fractional and math.isfinite(raw):
-        raw = float(math.trunc(raw / lot_size)) * lot_size
-    if math.isfinite(raw):
-        return raw
-    return 0.0 if math.isnan(raw) else math.copysign(_MAX_FLOAT, raw)
-
-
-def order_fill_price(kind: str, quantity: float, level: float, open_: float, high: float,
-                     low: float) -> float:
-    """Fill price of a market/limit/stop order in a bar (NaN when it does not trigger)."""
-    if kind == MARKET:
-        return open_
-    buy = quantity > 0
-    if kind == LIMIT:
-        if buy:
-            return min(open_, level) if low <= level else math.nan
-        return max(open_, level) if high >= level else math.nan
-    if buy:  # stop
-        return max(open_, level) if high >= level else math.nan
-    return min(open_, level) if low <= level else math.nan
-
-
-def _fmin(a: float, b: float) -> float:
-    return b if math.isnan(a) else a if math.isnan(b) else min(a, b)
-
-
-def _fmax(a: float, b: float) -> float:
-    return b if math.isnan(a) else a if math.isnan(b) else max(a, b)
-
-
-def exit_price(quantity: float, stop: float, target: float, open_: float, high: float,
-               low: float) -> tuple[float, int]:
-    """One position's exit in a bar: (exit price or NaN, 0 / 1 stop-loss / 2 take-profit).
-
-    Long: stop hit when low <= stop, target when high >= target; short mirrors it. A level the
-    open already passed fills at the open; both inside the bar -> the stop (adverse first).
-    """
-    long, short = quantity > 0, quantity < 0
-    stop_hit = (long and low <= stop) or (short and high >= stop)
-    tgt_hit = (long and high >= target) or (short and low <= target)
-    stop_gap = (long and open_ <= stop) or (short and open_ >= stop)
-    tgt_gap = (long and open_ >= target) or (short and open_ <= target)
-    use_tgt = tgt_hit and (tgt_gap or not stop_hit) and not stop_gap
-    if stop_hit and not use_tgt:
-        return (_fmin(open_, stop) if long else _fmax(open_, stop)), 1
-    if use_tgt:
-        return (_fmax(open_, target) if long else _fmin(open_, target)), 2
-    return math.nan, 0
-
-
 def check_in_bar(price: float, high: float, low: float, *, symbol: str, time: object,
                  step: int, order: Order | None = None) -> None:
     """Raise unless ``price`` lies within the bar's low..high (the engine's fill guarantee)."""
@@ -131,23 +80,18 @@ def check_in_bar(price: float, high: float, low: float, *, symbol: str, time: ob
             orders=[order] if order is not None else None)
 
 
-def _reduces(qty: float, held: float) -> bool:
-    """Whether an order of ``qty`` only reduces a position of ``held`` (it frees cash)."""
-    return held != 0.0 and (held > 0) != (qty > 0) and abs(qty) <= abs(held)
-
-
 class Broker:
     """Holds open orders of one account and turns them into fills bar by bar."""
 
-    def __init__(self, *, symbols: tuple[str, ...], costs: CostModel, lot_size: float = 1.0,
-                 fractional: bool = False) -> None:
+    def __init__(self, *, symbols: tuple[str, ...], cp: np.ndarray, acct: np.ndarray,
+                 bars_per_day: float = 1.0) -> None:
         self.symbols = symbols
-        self.costs = costs
-        self.lot_size, self.fractional = float(lot_size), bool(fractional)
+        self._cp, self._acct = cp, acct  # the account core's cost and account rules
         self.open_orders: list[Order] = []
         self.closed: list[Order] = []  # filled, partial or cancelled, not yet taken by the session
         self.unreached: list[Order] = []  # capped targets cancelled before filled, not yet taken
-        self.bars_per_day = 1.0  # for the impact model: the account sets it from the bar spacing
+        self.bars_per_day = bars_per_day  # for the impact: the cost model's, or the account
+        # infers it from the bar spacing
         self._next_id = 1
 
     def create(self, *, time: np.datetime64, col: int, quantity: float, kind: str = MARKET,
@@ -206,36 +150,32 @@ class Broker:
         pay for at the fill price and that order's rest is cancelled (the caller books each fill
         before the next is sized, so consume the pairs one by one).
         """
-        cap = self.costs.participation_cap
+        cp, acct = self._cp, self._acct
         used = {} if used is None else used
         orders = list(self.open_orders)
         if held is not None:
-            orders.sort(key=lambda o: (not _reduces(o.quantity - o.filled, held[o.col]), o.col))
+            orders.sort(key=lambda o: (not reduces(o.quantity - o.filled, held[o.col]), o.col))
         for order in orders:
             j = order.col
             px_ref = ref[j]
             if math.isnan(px_ref) or order.kind not in kinds:
                 continue  # no bar for this symbol now (NaN), or not this phase's business
             hi, lo = float(high[j]), float(low[j])
-            price = order_fill_price(order.kind, order.quantity, order.level, float(px_ref), hi, lo)
+            price = order_price(_KIND_CODE[order.kind], order.quantity, order.level,
+                                float(px_ref), hi, lo)
             if math.isnan(price):
                 continue
             remaining = order.quantity - order.filled
-            qty = remaining
             vol = float(volume[j])
-            working = False  # the cap held part back: the rest stays open for later bars
-            if cap is not None:
-                room = max(cap * (0.0 if math.isnan(vol) else vol) - used.get(j, 0.0), 0.0)
-                if abs(remaining) > room:
-                    qty = lots_down(math.copysign(room, remaining), self.lot_size,
-                                    self.fractional)
-                    working = order.capped = True
+            qty = capped_qty(remaining, vol, used.get(j, 0.0), cp, acct)
+            working = qty != remaining  # the cap held part back: the rest stays open for later
+            if working:
+                order.capped = True
             if afford is not None and qty != 0.0:
                 allowed = afford(j, qty, price, vol)
                 if allowed != qty:  # not affordable at the fill price: the rest is cancelled
                     qty, working = allowed, False
-            if cap is not None:
-                used[j] = used.get(j, 0.0) + abs(qty)
+            used[j] = used.get(j, 0.0) + abs(qty)
             if not working:
                 self.open_orders.remove(order)
                 self.closed.append(order)
@@ -255,6 +195,6 @@ class Broker:
     def make_fill(self, *, time: np.datetime64, col: int, quantity: float, price: float,
                   volume: float, reason: str) -> Fill:
         """A fill with its costs from the cost model."""
-        c, s, sl = fill_costs(quantity, price, volume, self.costs, self.bars_per_day)
+        c, s, sl = fill_charges(quantity, price, volume, self.bars_per_day, self._cp)
         return Fill(time=time, symbol=self.symbols[col], quantity=float(quantity), price=float(price),
                     commission=c, spread_cost=s, slippage_cost=sl, reason=reason)

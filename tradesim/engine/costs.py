@@ -1,9 +1,10 @@
 """Transaction-cost model: commission, half-spread, slippage with square-root impact, borrow fee.
 
 Costs are cash amounts charged on ``|Δposition|`` (never on the signed position) and kept apart
-from the fill price, so every fill price stays inside the bar's low..high. The functions below are
-the event loop's; the fast path's compiled kernel holds the same arithmetic, pinned equal by the
-parity tests.
+from the fill price, so every fill price stays inside the bar's low..high. This module declares
+the model; its arithmetic is the compiled account core's (:func:`tradesim.engine.core.fill_charges`,
+:func:`~tradesim.engine.core.affordable`, :func:`~tradesim.engine.core.borrow_fee`), which the
+event loop, the fast path and the RL env all call.
 
 Market impact follows the square-root law in the form of Almgren, Thum, Hauptmann & Li (2005,
 "Direct estimation of equity market impact", Risk 18(7)) and Tóth, Lemperière, Deremble et al.
@@ -25,7 +26,6 @@ volume costs 20 bps; a fill of 10% of one minute bar's volume costs 0.02 x sqrt(
 
 from __future__ import annotations
 
-import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,14 +34,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tradesim.errors import ConfigError
-
-YEAR_NS = 365.25 * 86_400 * 1e9  # a year in nanoseconds: borrow fees accrue over elapsed time
-SESSION_NS = 23_400 * 1e9  # a 6.5-hour equity session: bars per day = session / bar spacing
-
-
-def bars_per_day(gap_ns: float) -> float:
-    """Bars in a trading day for bars ``gap_ns`` apart (the smallest spacing seen; inf: none yet)."""
-    return max(1.0, SESSION_NS / gap_ns)
 
 
 class CostModel(BaseModel):
@@ -162,70 +154,3 @@ def load_costs(spec: str | Path | Mapping | CostModel | None, *, where: str = "c
     if text.endswith(".toml") or Path(text).is_file():
         return CostModel.from_toml(text)
     return CostModel.preset(text)
-
-
-def fill_costs(qty: float, price: float, volume: float, model: CostModel,
-               bars_per_day: float = 1.0) -> tuple[float, float, float]:
-    """(commission, spread cost, slippage+impact cost) of one fill of ``qty`` shares at ``price``.
-
-    Only ``|qty|`` matters; zero costs nothing. ``bars_per_day`` scales the bar's volume to a
-    day's (the model's own value wins when set). The fast path's compiled kernel holds the same
-    arithmetic, pinned by the parity tests.
-    """
-    q = abs(qty)
-    notional = q * price
-    commission = model.commission_fixed + notional * (model.commission_bps * 1e-4) if q > 0 else 0.0
-    spread = notional * (model.half_spread_bps * 1e-4)
-    slip = notional * (model.slippage_bps * 1e-4)
-    if model.impact_y:
-        day = volume * (model.bars_per_day or bars_per_day)
-        part = q / day if day > 0 else 1.0
-        slip = slip + notional * model.impact_scale * math.sqrt(min(part, 1.0))
-    return commission, spread, slip
-
-
-def lots_down(qty: float, lot_size: float, fractional: bool) -> float:
-    """``qty`` rounded toward zero to whole lots (unchanged when fractional)."""
-    if fractional or qty == 0.0:
-        return qty
-    return math.copysign(math.floor(abs(qty) / lot_size) * lot_size, qty)
-
-
-def affordable_qty(qty: float, held: float, price: float, volume: float, *, equity: float,
-                   gross_rest: float, max_leverage: float, model: CostModel, lot_size: float,
-                   fractional: bool, bars_per_day: float = 1.0) -> float:
-    """The part of a fill of ``qty`` at ``price`` the account can pay for at fill time.
-
-    The book after the fill (valued at fill-time prices: ``equity`` and ``gross_rest``, the gross
-    exposure of the other symbols) must keep gross <= ``max_leverage`` x equity net of the fill's
-    costs; with ``max_leverage = 1`` and no shorts that is "cash never goes negative". The part
-    that reduces ``held`` always fills; the opening part shrinks to whole lots. Costs use the
-    impact rate of the requested size, an upper bound for any smaller fill, so the answer is
-    closed-form and safe. The event loop, the fast path kernel and the torch env share this rule.
-    """
-    size = abs(qty)
-    if held != 0.0 and (held > 0) != (qty > 0):
-        reduce, base = min(size, abs(held)), 0.0
-    else:
-        reduce, base = 0.0, abs(held)
-    opening = size - reduce
-    if opening <= 0.0:
-        return qty
-    rate = (model.commission_bps + model.half_spread_bps + model.slippage_bps) * 1e-4
-    if model.impact_y:
-        day = volume * (model.bars_per_day or bars_per_day)
-        part = size / day if day > 0 else 1.0
-        rate += model.impact_scale * math.sqrt(min(part, 1.0))
-    room = (max_leverage * (equity - model.commission_fixed - reduce * price * rate)
-            - gross_rest - base * price)
-    most = room / (price * (1.0 + max_leverage * rate))
-    if most >= opening:
-        return qty
-    return math.copysign(reduce + lots_down(max(most, 0.0), lot_size, fractional), qty)
-
-
-def borrow_fee_on(short_value: float, bps_annual: float, elapsed_ns: float) -> float:
-    """Fee for holding short positions worth ``short_value`` over ``elapsed_ns`` (calendar time)."""
-    if not bps_annual or elapsed_ns <= 0:
-        return 0.0
-    return short_value * bps_annual * 1e-4 * elapsed_ns / YEAR_NS

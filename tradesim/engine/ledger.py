@@ -214,17 +214,3 @@ class Ledger:
                 step=step, time=time, orders=list(orders),
                 numbers={"equity": equity, "cash": self.cash, "gross_exposure": gross})
         return equity
-
-    def check_leverage(self, *, step: int, time: object, target: Sequence[float],
-                       prices: Sequence[float], equity: float, max_leverage: float,
-                       orders: Sequence[object] = ()) -> None:
-        """The book after these orders (at decision prices) stays within ``max_leverage``."""
-        gross = 0.0
-        for q, p in zip(target, prices):
-            if q:
-                gross += abs(q * p)
-        if gross > 0 and (equity <= 0 or gross > max_leverage * equity * (1 + _REL_TOL) + 1e-9):
-            raise LedgerInvariantError(
-                "leverage cap broken by the orders the broker sized", step=step, time=time,
-                orders=list(orders), numbers={"gross_after_orders": gross, "equity": equity,
-                                              "max_leverage": max_leverage})

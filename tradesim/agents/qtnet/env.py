@@ -25,7 +25,7 @@ from tradesim.agents.qtnet.features import FEATURES, make_features
 from tradesim.agents.qtnet.teachers import teacher_positions
 from tradesim.data.view import MarketData
 from tradesim.engine.account import AccountConfig
-from tradesim.engine.costs import SESSION_NS, YEAR_NS
+from tradesim.engine.core import SESSION_NS, YEAR_NS
 from tradesim.errors import ConfigError, DataQualityError
 from tradesim.rewards.step import OnlineReward, RewardSpec
 
@@ -292,7 +292,7 @@ class TradingEnv:
         return cost.sum(-1)
 
     def _lots(self, qty: torch.Tensor) -> torch.Tensor:
-        """``qty`` toward zero to whole lots (costs.lots_down)."""
+        """``qty`` toward zero to whole lots (core.lots_down)."""
         if self.config.fractional:
             return qty
         return torch.trunc(qty / self.config.lot_size) * self.config.lot_size
@@ -303,7 +303,7 @@ class TradingEnv:
         and which fills were shrunk ``[B, N]`` (those orders end).
 
         Fills of orders that only reduce a position (``reduces``) go first; then each asset,
-        shrunk to what the book can pay for at the fill price (:func:`tradesim.engine.costs.affordable_qty`).
+        shrunk to what the book can pay for at the fill price (:func:`tradesim.engine.core.affordable`).
         """
         pos = self.position
         first = torch.where(reduces, delta, 0.0)

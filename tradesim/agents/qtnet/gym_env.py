@@ -1,6 +1,6 @@
 """Gymnasium single env: one book stepped through the engine's compiled bar functions, no torch.
 
-The book is :class:`tradesim.engine.fastpath.OneBook`, stepped by ``step_book``: the sizing,
+The book is :class:`tradesim.engine.core.OneBook`, stepped by ``step_book``: the sizing,
 orders, borrow fee, margin checks, fills and costs the fast path's kernel runs, compiled once.
 The reward is a compiled twin of :class:`tradesim.rewards.step.OnlineReward`, and the episode
 rules are :class:`TradingEnv`'s for one env (start, length, warm-up, ruin penalty, terminal
@@ -18,7 +18,7 @@ import numpy as np
 from gymnasium.error import ResetNeeded
 
 from tradesim.agents.qtnet.env import EnvConfig, EnvData
-from tradesim.engine.fastpath import OneBook, step_book
+from tradesim.engine.core import OneBook, step_book
 from tradesim.errors import ConfigError
 from tradesim.rewards.step import _BOUND, _CAP, _FLOOR, TERMS
 
