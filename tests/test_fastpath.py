@@ -25,7 +25,7 @@ from tradesim.engine.core import simulate_weights
 from tradesim.engine.fastpath import run_fast
 from tradesim.engine.record import RunResult
 from tradesim.errors import AgentDecisionError, ConfigError, EngineError
-from tradesim.evaluate.backtest import BacktestConfig, run_backtest
+from tradesim.evaluate.backtest import BacktestConfig, prepare_backtest, run_backtest
 
 SYMBOLS = ["AAA", "BBB", "CCC", "DDD"]
 FILL_COLS = ["time", "step", "symbol", "quantity", "price", "reason", "order_id"]
@@ -196,16 +196,41 @@ def test_negative_weight_without_shorting_names_the_step_and_keeps_the_record(
                                loop_err.value.partial_result.equity["equity"], rtol=1e-9)
 
 
-def test_weights_beyond_the_leverage_cap_fail_at_the_same_step(daily: MarketData) -> None:
+def test_new_exposure_beyond_the_cash_shrinks_at_the_fill_in_both_engines(daily: MarketData
+                                                                         ) -> None:
     w = np.full((len(daily.timeline()), 4), np.nan)
     w[2] = 0.2
-    w[5, 0] = 0.5  # 0.5 + 3 x ~0.2 kept > 1
+    w[5, 0] = 0.5  # 3 x ~0.2 kept + 0.5 > 1: kept weights drift, so this is no decision error
     config = BacktestConfig.build(symbols=SYMBOLS, costs="zero")
+    loop = run_backtest(config=config, agent=_Rows(w, SYMBOLS), data=daily)
+    fast = run_fast(data=daily, weights=w, config=config)
+    _assert_same(loop, fast)
+    shrunk = loop.events[loop.events["kind"] == "order_shrunk"]
+    assert shrunk["step"].tolist() == [6]  # the cash left buys less than asked, at the fill
+    detail = json.loads(shrunk["detail"].iloc[0])
+    assert detail["symbol"] == "AAA" and 0 < detail["filled"] < detail["requested"]
+    assert loop.equity["cash"].min() >= 0
+    w[5] = [0.5, 0.4, 0.3, np.nan]  # the weights given ask for 1.2 themselves: refused
     with pytest.raises(AgentDecisionError) as loop_err:
         run_backtest(config=config, agent=_Rows(w, SYMBOLS), data=daily)
-    with pytest.raises(AgentDecisionError, match="max_leverage") as fast_err:
+    with pytest.raises(AgentDecisionError, match="gross leverage 1.2, beyond max_leverage 1") as fast_err:
         run_fast(data=daily, weights=w, config=config)
     assert fast_err.value.step == loop_err.value.step == 5
+    assert str(loop_err.value).endswith(str(fast_err.value).split(": ", 1)[1].split(": ", 1)[1])
+
+
+def test_dual_thrust_restating_some_symbols_runs_on_drifted_books() -> None:
+    """Daily Dual Thrust over several symbols restates only the symbols that break out; the
+    others keep positions whose weights drifted: the run goes through in both engines."""
+    for short in (True, False):
+        config = BacktestConfig.build(symbols=["ALPHA", "BRAVO", "CHARLIE", "DELTA"],
+                                      allow_short=short)
+        agent = DualThrust(bars_per_day=1, flat_at_close=False, allow_short=short)
+        _, _, data, _ = prepare_backtest(config=config, agent=agent)
+        loop = run_backtest(config=config, agent=agent, data=data)
+        assert not loop.partial and len(loop.fills) > 50
+        fast = run_fast(data=data, weights=agent.target_weights(data), config=config)
+        _assert_same(loop, fast)
 
 
 def test_frame_weights_align_by_stamp_and_reject_unknown_symbols(daily: MarketData) -> None:

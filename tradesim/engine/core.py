@@ -215,17 +215,19 @@ def target_shares(weight: float, equity: float, price: float, lot: float, fracti
 def size_targets(w: np.ndarray, equity: float, pos: np.ndarray, marks: np.ndarray,
                  acct: np.ndarray, target: np.ndarray) -> float:
     """Target shares for weights ``w`` of ``equity`` at ``marks`` into ``target`` (NaN keeps the
-    position). Returns the sized book's gross exposure when it breaks the leverage cap (max
-    leverage, or the gross already held when that is more), else -1: the caller raises."""
+    position). Returns the gross exposure of the orders' targets when it breaks the leverage
+    cap (max leverage, or the gross already held when that is more), else -1: the caller raises,
+    since sizing truncates toward zero and so never adds exposure to checked weights."""
     lot, fractional = acct[_ACCT_LOT], acct[_ACCT_FRACTIONAL] != 0.0
     held_gross = 0.0
+    gross_t = 0.0
     for j in range(pos.shape[0]):
         if pos[j] != 0.0:
             held_gross += abs(pos[j] * marks[j])
-        target[j] = pos[j] if w[j] != w[j] else target_shares(w[j], equity, marks[j], lot,
-                                                                fractional)
-    gross_t = 0.0
-    for j in range(pos.shape[0]):
+        if w[j] != w[j]:
+            target[j] = pos[j]
+            continue
+        target[j] = target_shares(w[j], equity, marks[j], lot, fractional)
         if target[j] != 0.0:
             gross_t += abs(target[j] * marks[j])
     cap_lev = max(acct[_ACCT_MAX_LEVERAGE], held_gross / equity if equity > 0 else 0.0)
@@ -237,16 +239,26 @@ def size_targets(w: np.ndarray, equity: float, pos: np.ndarray, marks: np.ndarra
 @_njit(cache=True, inline="always")
 def gross_weight(w: np.ndarray, equity: float, pos: np.ndarray, marks: np.ndarray,
                  max_lev: float) -> float:
-    """The decision check: the gross weight of ``w`` (kept positions where NaN) when it is
-    beyond ``max_lev`` and beyond what is held now, else -1 (the decision is within limits)."""
+    """The decision check: the gross of the weights ``w`` gives when it is beyond ``max_lev``
+    and the decision raises the book's gross (kept positions, NaN, at their weight now), else -1.
+
+    Kept positions do not count against the cap here: their weights drift with prices, so an
+    agent that restates some symbols could not know its room. The account fills new exposure
+    only up to what it can afford at the fill (:func:`affordable`, an ``order_shrunk`` event).
+    """
     gross_now = 0.0
     gross = 0.0
+    given = 0.0
     for j in range(pos.shape[0]):
         hw = pos[j] * marks[j] / equity if (pos[j] != 0.0 and equity > 0) else 0.0
         gross_now += abs(hw)
-        gross += abs(w[j]) if w[j] == w[j] else abs(hw)
-    if gross > max_lev * (1 + _TOL) and gross > gross_now * (1 + _TOL):
-        return gross
+        if w[j] == w[j]:
+            given += abs(w[j])
+            gross += abs(w[j])
+        else:
+            gross += abs(hw)
+    if given > max_lev * (1 + _TOL) and gross > gross_now * (1 + _TOL):
+        return given
     return -1.0
 
 

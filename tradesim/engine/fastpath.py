@@ -128,12 +128,9 @@ def _decision_message(code: int, row: np.ndarray, universe: tuple[str, ...], sim
         seen = np.zeros(len(universe), dtype=bool) if step < 0 else ~np.isnan(sim.marks[step])
         return (f"weight for {names(given & (row != 0) & ~seen)} before its first bar; there is "
                 "no price to size the order from yet")
-    equity = sim.equity_pre[step]
-    pos, marks = sim.position[step], sim.marks[step]
-    held = np.where(pos != 0, pos * marks, 0.0) / equity if equity > 0 else np.zeros(len(pos))
-    gross = float(np.abs(np.where(given, row, held)).sum())
-    return (f"weights sum to gross leverage {gross:.6g} (with kept positions), beyond "
-            f"max_leverage {max_leverage:g}; scale them down or raise max_leverage")
+    gross = float(np.abs(row[given]).sum())
+    return (f"weights sum to gross leverage {gross:.6g}, beyond max_leverage {max_leverage:g}; "
+            "scale them down or raise max_leverage")
 
 
 def _failure(sim: SimResult, w: np.ndarray, universe: tuple[str, ...], clock: np.ndarray,

@@ -27,6 +27,7 @@ from tradesim.contracts import (
 )
 from tradesim.data.bars import iso_time
 from tradesim.engine.account import Account
+from tradesim.engine.core import gross_weight
 from tradesim.engine.feed import Feed, Tick
 from tradesim.engine.ledger import Ledger
 from tradesim.engine.record import Recorder
@@ -302,16 +303,12 @@ def _validate(decision: object, *, universe: dict[str, int], ledger: Ledger,
         if no_price:
             raise _InvalidDecision(f"weight for {', '.join(no_price)} before its first bar; "
                                    "there is no price to size the order from yet")
-        equity = ledger.equity()
-        gross = gross_now = 0.0
-        for x, q, m in zip(w, ledger.shares, ledger.prices):
-            held = abs(q * m / equity) if q and equity > 0 else 0.0
-            gross += held if math.isnan(x) else abs(x)
-            gross_now += held
-        if gross > max_leverage * (1 + 1e-9) and gross > gross_now * (1 + 1e-9):
-            raise _InvalidDecision(f"weights sum to gross leverage {gross:.6g} (with kept "
-                                   f"positions), beyond max_leverage {max_leverage:g}; scale them "
-                                   "down or raise max_leverage")
+        gross = gross_weight(np.array(w), ledger.equity(), np.array(ledger.shares),
+                             np.array(ledger.prices), max_leverage)
+        if gross >= 0:
+            raise _InvalidDecision(f"weights sum to gross leverage {gross:.6g}, beyond "
+                                   f"max_leverage {max_leverage:g}; scale them down or raise "
+                                   "max_leverage")
     return w, sl, tp
 
 
