@@ -9,15 +9,37 @@ run holds no per-bar Python objects beyond the chunk being replayed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 
 from tradesim.data.view import MarketData, PointInTimeView
 
 ClockKind = Literal["historical", "live"]
+
+_T = TypeVar("_T")
+
+
+def frozen_maker(cls: type[_T]) -> Callable[..., _T]:
+    """A positional constructor of the frozen slots dataclass ``cls``: every field, in order.
+
+    It sets each slot through its descriptor, about 2.5x cheaper than the generated ``__init__``
+    (``object.__setattr__`` per field): for the few objects the session loop builds per bar.
+    The objects are the same; no defaults apply and no ``__post_init__`` runs.
+    """
+    if "__slots__" not in vars(cls):
+        raise TypeError(f"frozen_maker needs a slots dataclass; {cls.__qualname__} has no slots")
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]  # a dataclass by contract
+    scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    scope.update({f"_set_{n}": getattr(cls, n).__set__ for n in names})
+    lines = [f"def make({', '.join(names)}):", "    obj = _new(_cls)",
+             *(f"    _set_{n}(obj, {n})" for n in names), "    return obj"]
+    # as dataclasses writes __init__: one unrolled function (named for profiles and tracebacks)
+    exec(compile("\n".join(lines), f"<frozen_maker {cls.__qualname__}>", "exec"), scope)
+    make: Callable[..., _T] = scope["make"]
+    return make
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +55,9 @@ class Tick:
     volume: Sequence[float]
     view: PointInTimeView
     ns: int  # ``time`` as integer nanoseconds (the account's bar spacing and fee accrual)
+
+
+_tick = frozen_maker(Tick)  # a Tick per bar, positionally, at a third of the dataclass's cost
 
 
 class Feed(Protocol):
@@ -92,8 +117,8 @@ class HistoricalFeed:
                 rows.open, rows.high, rows.low, rows.close, rows.volume))
             for k, t in enumerate(part):
                 view = PointInTimeView(t, bars, dict(zip(names, counts[k])), news, n_news[k])
-                yield Tick(lo + k, t, opens[k], highs[k], lows[k], closes[k], volumes[k], view,
-                           stamps[k])
+                yield _tick(lo + k, t, opens[k], highs[k], lows[k], closes[k], volumes[k], view,
+                            stamps[k])
 
 
 def closes_on(data: MarketData, symbol: str, clock: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +186,12 @@ class Recorder:
         self._times: list[np.datetime64] = []
         self._flat: list[float] = []
         self._book: list[float] = []
-        self._journal: list[tuple] = []  # (step, time, decision or None, fallback, error)
+        # the journal in parallel columns, so no tracked object per step outlives it (a tuple
+        # holding a Decision would: full garbage collections would scan them all, over and over)
+        self._j_steps: list[int] = []
+        self._j_times: list[np.datetime64] = []
+        self._j_decisions: list[Decision | None] = []
+        self._j_notes: dict[int, tuple[str, str]] = {}  # row -> (fallback, error), where given
         self._parts: dict[str, list[Any]] = {"book": [], "decisions": []}
         self._fills: list[tuple[int, int, Fill]] = []
         self._orders: list[Order] = []
@@ -210,8 +216,13 @@ class Recorder:
     def decision(self, *, step: int, time: np.datetime64, decision: Decision | None,
                  fallback: str = "", error: str = "") -> None:
         """Journal one decide call (raw; serialised when its chunk is packed)."""
-        self._journal.append((step, time, decision, fallback, error))
-        if len(self._journal) >= self.chunk:
+        steps = self._j_steps
+        if fallback or error:
+            self._j_notes[len(steps)] = (fallback, error)
+        steps.append(step)
+        self._j_times.append(time)
+        self._j_decisions.append(decision)
+        if len(steps) >= self.chunk:
             self._pack_journal()
 
     def take(self, fills: list[tuple[int, int, Fill]], orders: list[Order],
@@ -252,9 +263,11 @@ class Recorder:
         self._keep("book", chunk)
 
     def _pack_journal(self) -> None:
-        if self._journal:
-            self._keep("decisions", _journal_frame(self._journal))
-            self._journal = []
+        """Buffered journal rows -> one decisions chunk."""
+        if self._j_steps:
+            self._keep("decisions", _journal_frame(self._j_steps, self._j_times,
+                                                   self._j_decisions, self._j_notes))
+            self._j_steps, self._j_times, self._j_decisions, self._j_notes = [], [], [], {}
 
     def _keep(self, table: str, frame: pd.DataFrame) -> None:
         """Hold a packed chunk, or write it to the spool folder when there is one."""
@@ -306,7 +319,7 @@ class Recorder:
         return self._assemble(config=config, fingerprints=fingerprints, fill_mode=fill_mode,
                               orders=orders_frame, fills=fill_cols,
                               decisions=decisions if decisions is not None
-                              else _journal_frame([]), benchmark=benchmark,
+                              else _journal_frame([], [], [], {}), benchmark=benchmark,
                               initial_cash=initial_cash, meta=meta, metrics_fn=metrics_fn)
 
     def build_from_arrays(self, *, config: dict, fingerprints: dict[str, str], fill_mode: str,
@@ -438,17 +451,23 @@ def _json(mapping: Any) -> str:
     return "{" + ", ".join(parts) + "}"
 
 
-def _journal_frame(journal: list[tuple]) -> pd.DataFrame:
-    """The decisions table from raw journal entries (step, time, decision or None, fallback,
-    error). Each distinct Decision object is serialised once: most entries of a long run are the
-    shared ``Decision.hold()`` instances."""
-    steps, times, decisions, fallbacks, errors = (
-        (list(c) for c in zip(*journal)) if journal else ([] for _ in range(5)))
+def _journal_frame(steps: list[int], times: list[np.datetime64],
+                   decisions: list[Decision | None],
+                   notes: Mapping[int, tuple[str, str]]) -> pd.DataFrame:
+    """The decisions table from raw journal columns (``notes``: row -> (fallback, error), the
+    rest empty). Each distinct Decision object is serialised once: most entries of a long run
+    are the shared ``Decision.hold()`` instances."""
+    fallbacks, errors = [""] * len(steps), [""] * len(steps)
+    for row, (fallback, error) in notes.items():
+        fallbacks[row], errors[row] = fallback, error
     fields: dict[int, tuple] = {}
     for d in decisions:
         if id(d) not in fields:
             fields[id(d)] = _decision_fields(d)
-    cols = list(zip(*(fields[id(d)] for d in decisions))) if decisions else [()] * 7
+    rows = [fields[id(d)] for d in decisions]
+    # one column at a time: zip(*rows) would hold a tracked iterator per row at once, enough to
+    # push the garbage collector into full collections
+    cols = [list(map(itemgetter(k), rows)) for k in range(7)]
     return _columns_frame("decisions", {
         "time": np.array(times, dtype="datetime64[ns]"), "step": steps, "weights": cols[0],
         "stop_loss": cols[1], "take_profit": cols[2], "confidence": cols[3],

@@ -28,11 +28,14 @@ from tradesim.contracts import (
 from tradesim.data.bars import iso_time
 from tradesim.engine.account import Account
 from tradesim.engine.core import gross_weight
-from tradesim.engine.feed import Feed, Tick
+from tradesim.engine.feed import Feed, Tick, frozen_maker
 from tradesim.engine.ledger import Ledger
 from tradesim.engine.record import Recorder
 from tradesim.errors import AgentDecisionError, EngineError, FatalAgentError
 from tradesim.rewards.step import log_growth_step
+
+_observation = frozen_maker(Observation)  # (time, step, universe, market, portfolio, interval)
+_portfolio = frozen_maker(Portfolio)  # (cash, positions, prices, equity)
 
 
 class Session:
@@ -73,9 +76,11 @@ class Session:
             return
         self._ended = True
         try:
-            for order in list(self.account.broker.open_orders):
-                self.account.broker.cancel(order)
-            self._drain()
+            account = self.account
+            for order in list(account.broker.open_orders):
+                account.broker.cancel(order)
+            if account.fills or account.broker.closed or account.events:
+                self._drain()
         finally:
             if self._started:
                 self.agent.stop(error=error)
@@ -136,10 +141,8 @@ class Session:
         positions = {s: q for s, q in zip(universe, shares) if q} if any(shares) else {}
         prices = (dict(zip(universe, L.prices)) if not self._unseen  # every mark is set by now
                   else {s: m for s, m in zip(universe, L.prices) if not math.isnan(m)})
-        obs = Observation(time=t, step=i, universe=universe, market=tick.view,
-                          interval=self.context.interval,
-                          portfolio=Portfolio(cash=L.cash, positions=positions, prices=prices,
-                                              equity=equity))
+        obs = _observation(t, i, universe, tick.view, _portfolio(L.cash, positions, prices, equity),
+                           self.context.interval)
         costs_before = L.costs
         if equity <= 0:  # ruined at the open (a liquidation gapped through): nothing to decide
             recorder.decision(step=i, time=t, decision=None, fallback="ruin",
@@ -224,17 +227,18 @@ class Session:
 
     def _record(self, i: int, t: np.datetime64, equity: float, reward: float) -> None:
         """Append the book at the end of step ``i`` and what the account produced in it."""
-        L = self.account.ledger
-        gross, net = L.exposures()
+        account = self.account
+        L = account.ledger
+        gross, net = L.exposures() if any(L.shares) else (0.0, 0.0)  # flat: nothing to sum
         self.recorder.row(step=i, time=t, reward=reward, equity=equity, cash=L.cash,
                           gross=gross, net=net, costs_total=L.costs, positions=L.shares,
                           marks=L.prices)
-        self._drain()
+        if account.fills or account.broker.closed or account.events:  # most steps make none
+            self._drain()
 
     def _drain(self) -> None:
-        account = self.account
-        if account.fills or account.broker.closed or account.events:
-            self.recorder.take(*account.take_records())
+        """Hand the fills, closed orders and events the account produced to the recorder."""
+        self.recorder.take(*self.account.take_records())
 
     def _fail(self, i: int, t: np.datetime64, decision: object, error: str, reward: float) -> None:
         """Record the failing step (journal, book at its end) so the partial record is complete."""
