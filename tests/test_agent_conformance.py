@@ -77,8 +77,7 @@ def _journal(result: Any) -> pd.DataFrame:
 
 def _session(agent: Agent, data: MarketData, config: BacktestConfig) -> tuple[Session, HistoricalFeed, Recorder]:
     universe, clock = universe_and_clock(config=config, data=data)
-    account = Account(symbols=universe, initial_cash=config.initial_cash, costs=config.costs,
-                      allow_short=config.allow_short, max_leverage=config.max_leverage)
+    account = Account(symbols=universe, config=config)
     recorder = Recorder(clock=clock, symbols=universe)
     context = RunContext(universe=universe, interval=config.interval, seed=config.seed,
                          start=clock[0], end=clock[-1])

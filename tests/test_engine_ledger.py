@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tradesim.engine.costs import CostModel, load_costs
-from tradesim.engine.account import Account as Engine
+from tradesim.engine.account import Account, AccountConfig
 
 SYMS = ("AAA", "BBB")
 
@@ -36,14 +36,15 @@ def market(draw, n_min: int = 3, n_max: int = 25):
 
 
 def _drive(m: dict, *, costs: CostModel, sign: float = 1.0, mirror: float | None = None,
-           maintenance_margin: float = 0.0) -> tuple[Engine, list[float], list[tuple]]:
+           maintenance_margin: float = 0.0) -> tuple[Account, list[float], list[tuple]]:
     """Run the engine step by step, submitting the drawn orders (negated and on mirrored prices
     around ``mirror`` when given); returns the engine, equity per step and (fill, bar) pairs."""
     o, h, lo, c, v = m["open"], m["high"], m["low"], m["close"], m["volume"]
     if mirror is not None:
         o, h, lo, c = 2 * mirror - o, 2 * mirror - lo, 2 * mirror - h, 2 * mirror - c
-    engine = Engine(symbols=SYMS, initial_cash=100_000.0, costs=costs, allow_short=True,
-                    max_leverage=10.0, maintenance_margin=maintenance_margin)
+    engine = Account(symbols=SYMS, config=AccountConfig(
+        initial_cash=100_000.0, costs=costs, allow_short=True, max_leverage=10.0,
+        maintenance_margin=maintenance_margin))
     equity, checked = [], []
     for i in range(len(c)):
         t = np.datetime64("2020-01-01", "ns") + np.timedelta64(i, "D")

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tradesim.contracts import Decision, Fill
-from tradesim.engine.account import Account as Engine
+from tradesim.engine.account import Account, AccountConfig
 from tradesim.engine.costs import load_costs
 from tradesim.engine.ledger import Ledger
 from tradesim.engine.record import Recorder, _frame, _json, json_rows
@@ -104,7 +104,8 @@ def test_engine_accepts_array_rows_and_list_rows_alike() -> None:
                          "l": [9.0, 10.0, 11.0], "c": [10.5, 11.5, 12.5]})
     equities = []
     for as_array in (True, False):
-        e = Engine(symbols=("A",), initial_cash=1000.0, costs=load_costs("default"))
+        e = Account(symbols=("A",), config=AccountConfig(initial_cash=1000.0,
+                                                          costs=load_costs("default")))
         for i, r in rows.iterrows():
             vals = [[r.o], [r.h], [r.l], [r.c], [1e4]]
             if as_array:

@@ -32,10 +32,7 @@ from tradesim.engine.core import (
 )
 from tradesim.engine.costs import CostModel, load_costs
 from tradesim.engine.ledger import Ledger
-from tradesim.errors import ConfigError, LedgerInvariantError
-
-FILL_MODES: tuple[str, ...] = ("next_open", "close")
-
+from tradesim.errors import LedgerInvariantError
 
 class AccountConfig(BaseModel):
     """The account's rules (cash, costs, fills, lots, shorting, leverage, margin), declared once:
@@ -69,24 +66,17 @@ class Account:
     symbol (NaN = none).
     """
 
-    def __init__(self, *, symbols: tuple[str, ...], initial_cash: float, costs: CostModel,
-                 fill: str = "next_open", lot_size: float = 1.0, fractional: bool = False,
-                 allow_short: bool = False, max_leverage: float = 1.0,
-                 maintenance_margin: float = 0.25) -> None:
-        if fill not in FILL_MODES:
-            raise ConfigError(f"fill must be one of {', '.join(FILL_MODES)}, got {fill!r}")
+    def __init__(self, *, symbols: tuple[str, ...], config: AccountConfig) -> None:
         self.symbols = tuple(symbols)
-        self.costs, self.fill = costs, fill
-        self.lot_size, self.fractional = float(lot_size), bool(fractional)
-        self.allow_short, self.max_leverage = bool(allow_short), float(max_leverage)
-        self.maintenance_margin = float(maintenance_margin)
-        self._cp, self._acct = account_arrays(AccountConfig(
-            costs=costs, initial_cash=initial_cash, fill=fill, lot_size=lot_size,
-            fractional=fractional, allow_short=allow_short, max_leverage=max_leverage,
-            maintenance_margin=maintenance_margin))
-        self.ledger = Ledger(symbols=self.symbols, initial_cash=initial_cash)
+        self.config = config
+        self.costs, self.fill = config.costs, config.fill
+        self.lot_size, self.fractional = config.lot_size, config.fractional
+        self.allow_short, self.max_leverage = config.allow_short, config.max_leverage
+        self.maintenance_margin = config.maintenance_margin
+        self._cp, self._acct = account_arrays(config)
+        self.ledger = Ledger(symbols=self.symbols, initial_cash=config.initial_cash)
         self.broker = Broker(symbols=self.symbols, cp=self._cp, acct=self._acct,
-                             bars_per_day=costs.bars_per_day or 1.0)
+                             bars_per_day=config.costs.bars_per_day or 1.0)
         n = len(self.symbols)
         self.stop_loss: list[float] = [math.nan] * n
         self.take_profit: list[float] = [math.nan] * n
@@ -94,7 +84,7 @@ class Account:
         self.events: list[dict] = []  # liquidations, ruin: not yet taken
         self._used: dict[int, float] = {}  # shares traded per column in the current bar
         self.ruined = False
-        self._open_kinds = (MARKET, LIMIT, STOP) if fill == "next_open" else (LIMIT, STOP)
+        self._open_kinds = (MARKET, LIMIT, STOP) if self.fill == "next_open" else (LIMIT, STOP)
         self._armed = 0  # symbols with a stop-loss or take-profit level set
         self._step_fills: list[tuple[int, Fill]] = []
         self._step_orders: list[Order] = []
@@ -104,14 +94,6 @@ class Account:
         self._gap = math.inf  # smallest spacing between bars seen (ns): bars per day for impact
         self._close_done = False  # market orders were worked at this bar's close (fill="close")
         self._ref: Sequence[float] = ()  # prices orders fill at in this phase (open or close)
-
-    @classmethod
-    def from_config(cls, config: AccountConfig, symbols: tuple[str, ...]) -> Account:
-        """A fresh account over ``symbols`` with ``config``'s rules."""
-        return cls(symbols=symbols, initial_cash=config.initial_cash, costs=config.costs,
-                   fill=config.fill, lot_size=config.lot_size, fractional=config.fractional,
-                   allow_short=config.allow_short, max_leverage=config.max_leverage,
-                   maintenance_margin=config.maintenance_margin)
 
     # --- one step ---------------------------------------------------------------------------
 
@@ -135,11 +117,11 @@ class Account:
             state["_last_ns"] = None if last is None else int(last.astype("int64"))
         self.__dict__.update(state)
         if "_cp" not in state:  # written before the rules were the compiled core's
-            self._cp, self._acct = account_arrays(AccountConfig(
+            self.config = AccountConfig(
                 costs=self.costs, initial_cash=self.ledger.initial_cash, fill=self.fill,
-                lot_size=self.lot_size, fractional=self.fractional,
-                allow_short=self.allow_short, max_leverage=self.max_leverage,
-                maintenance_margin=self.maintenance_margin))
+                lot_size=self.lot_size, fractional=self.fractional, allow_short=self.allow_short,
+                max_leverage=self.max_leverage, maintenance_margin=self.maintenance_margin)
+            self._cp, self._acct = account_arrays(self.config)
             broker = self.broker
             broker._cp, broker._acct = self._cp, self._acct
             broker.bars_per_day = self.costs.bars_per_day or broker.bars_per_day

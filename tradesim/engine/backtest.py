@@ -109,7 +109,7 @@ def simulate(*, config: BacktestConfig, agent: Agent, data: MarketData,
     ``partial_result``, and the exception re-raised. ``meta`` adds run facts to the record.
     """
     universe, clock = universe_and_clock(config=config, data=data)
-    account = Account.from_config(config, universe)
+    account = Account(symbols=universe, config=config)
     recorder = Recorder(clock=clock, symbols=universe, spool=spool)
     context = RunContext(universe=universe, interval=config.interval, clock="historical",
                          seed=config.seed, run_folder=None if save_to is None else Path(save_to),

@@ -324,7 +324,7 @@ class PaperDaemon:
         cfg = self.config.engine
         ck, last = store.checkpoint(), store.last_tick()
         if ck is None and last is None:
-            return Account.from_config(cfg, universe), {}
+            return Account(symbols=universe, config=cfg), {}
         if ck is None or last is None or ck[0] != last["step"]:
             raise ReconciliationError(
                 f"session {self.config.name}: the checkpoint (step {ck and ck[0]}) does not "
