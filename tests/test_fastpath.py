@@ -210,6 +210,7 @@ def test_new_exposure_beyond_the_cash_shrinks_at_the_fill_in_both_engines(daily:
     detail = json.loads(shrunk["detail"].iloc[0])
     assert detail["symbol"] == "AAA" and 0 < detail["filled"] < detail["requested"]
     assert loop.equity["cash"].min() >= 0
+    assert loop.meta["orders_shrunk"] == fast.meta["orders_shrunk"] == 1
     w[5] = [0.5, 0.4, 0.3, np.nan]  # the weights given ask for 1.2 themselves: refused
     with pytest.raises(AgentDecisionError) as loop_err:
         run_backtest(config=config, agent=_Rows(w, SYMBOLS), data=daily)

@@ -155,6 +155,18 @@ def test_same_bar_fills_and_leakage_are_flagged_red(tmp_path: Path) -> None:
     assert "quality=warn: 2 findings" in text and "no closed trades" in text
 
 
+def test_orders_cut_for_cash_and_unreached_targets_are_flagged(tmp_path: Path) -> None:
+    run = _run(300, 5)
+    clean = _parse(write_tearsheet(tmp_path / "a.html", title="t", meta={"agent": "x",
+                                   "orders_shrunk": 0, "targets_unreached": 0}, **run))
+    assert "warnings" not in clean.ids
+    path = write_tearsheet(tmp_path / "b.html", title="t", meta={
+        "agent": "x", "orders_shrunk": 3, "targets_unreached": 1}, **run)
+    text = " ".join(_parse(path).text)
+    assert "3 order(s) cut at the fill to the cash and leverage the account had" in text
+    assert "1 target(s) the participation cap held back were not reached" in text
+
+
 def test_trades_table_is_capped_and_intraday_has_no_monthly_heatmap(tmp_path: Path) -> None:
     run = _run(300, 250)
     index = pd.date_range("2021-03-01 14:31", periods=300, freq="min", tz="UTC")

@@ -379,9 +379,11 @@ class Recorder:
                                columns=list(self.symbols))
         rewards = pd.Series(book["reward"].to_numpy(), index=index, name="reward")
         fills_frame, trades = self._fill_tables(fills)
-        # targets the participation cap held back that the run ended before reaching
-        meta = {**meta, "targets_unreached": sum(
-            1 for e in self._events if e["kind"] == "target_unreached")}
+        # targets the participation cap held back that the run ended before reaching, and
+        # orders cut at the fill to the cash and leverage the account had
+        kinds = [e["kind"] for e in self._events]
+        meta = {**meta, "targets_unreached": kinds.count("target_unreached"),
+                "orders_shrunk": kinds.count("order_shrunk")}
         result = RunResult(
             config=config, fingerprints=dict(fingerprints), fill_mode=fill_mode, equity=equity,
             weights=weights, orders=orders, fills=fills_frame, trades=trades, decisions=decisions,

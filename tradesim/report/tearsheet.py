@@ -130,6 +130,13 @@ def _stamps(meta: Mapping[str, Any]) -> str:
               *(f"LLM knowledge-cutoff leakage: {item}" for item in meta.get("leakage") or [])]
     if meta.get("metrics_error"):
         alerts.append(f"metrics not computed: {meta['metrics_error']}")
+    if meta.get("orders_shrunk"):
+        alerts.append(f"{meta['orders_shrunk']} order(s) cut at the fill to the cash and leverage "
+                      "the account had (order_shrunk events): the book holds less than the "
+                      "weights asked")
+    if meta.get("targets_unreached"):
+        alerts.append(f"{meta['targets_unreached']} target(s) the participation cap held back "
+                      "were not reached before the run ended (target_unreached events)")
     warn = ("<ul class=warn id=warnings>" + "".join(f"<li>{escape_html(a)}</li>" for a in alerts)
             + "</ul>" if alerts else "")
     return f'<section id="run"><div class=stamps>{"".join(stamps)}</div>{warn}</section>'
