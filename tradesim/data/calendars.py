@@ -10,13 +10,16 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import exchange_calendars as xcals
 import numpy as np
 import pandas as pd
 
 from tradesim.data.bars import to_utc_ns
 from tradesim.errors import ConfigError
+
+if TYPE_CHECKING:
+    import exchange_calendars as xcals
 
 CALENDAR_START = "1950-01-01"
 _NS = np.dtype("datetime64[ns]")
@@ -42,6 +45,8 @@ def _schedule(exchange: str) -> _Schedule:
     """Build (once) the schedule of ``exchange`` from :data:`CALENDAR_START` to a year ahead."""
     if is_round_the_clock(exchange):
         return _round_the_clock()
+    import exchange_calendars as xcals  # 50 ms of import: paid by runs that use a calendar
+
     try:
         name = xcals.resolve_alias(exchange)
         with warnings.catch_warnings():  # exchange_calendars uses an API pandas 3.1 deprecates
