@@ -34,6 +34,7 @@ from tradesim.engine.costs import CostModel, load_costs
 from tradesim.engine.ledger import Ledger
 from tradesim.errors import LedgerInvariantError
 
+
 class AccountConfig(BaseModel):
     """The account's rules (cash, costs, fills, lots, shorting, leverage, margin), declared once:
     backtests, the fast path and paper sessions read them from here."""
@@ -93,7 +94,9 @@ class Account:
         self._last_ns: int | None = None  # the previous bar's time (integer ns)
         self._gap = math.inf  # smallest spacing between bars seen (ns): bars per day for impact
         self._close_done = False  # market orders were worked at this bar's close (fill="close")
-        self._ref: Sequence[float] = ()  # prices orders fill at in this phase (open or close)
+        # this fill phase's prices (open or close) and marks, as the core's arrays: fixed while
+        # the phase's orders fill, so built once per phase rather than per fill
+        self._ref = self._ref_marks = np.zeros(0)
 
     # --- one step ---------------------------------------------------------------------------
 
@@ -160,7 +163,7 @@ class Account:
             self._margin_call(phase="open", prices=open)
         self._used = {}  # shares traded per column in this bar (for the cap)
         if self.broker.open_orders:
-            self._ref = open
+            self._fill_phase(open)
             for order, fill in self.broker.execute(step=step, time=time, ref=open, high=high,
                                                    low=low, volume=volume,
                                                    kinds=self._open_kinds, used=self._used,
@@ -218,7 +221,7 @@ class Account:
         """``fill="close"``: market orders (new and working ones) execute at this bar's close."""
         step, time, _, high, low, close, volume = self._bar
         self._close_done = True
-        self._ref = close
+        self._fill_phase(close)
         for order, fill in self.broker.execute(step=step, time=time, ref=close, high=high,
                                                low=low, volume=volume, kinds=(MARKET,),
                                                used=self._used, held=self.ledger.shares,
@@ -315,14 +318,19 @@ class Account:
         bar); a shrunk fill is recorded as an ``order_shrunk`` event.
         """
         L = self.ledger
-        allowed = affordable(col, qty, price, volume, np.array(self._ref, dtype=np.float64),
-                             np.array(L.shares), np.array(L.prices), L.cash,
-                             self.broker.bars_per_day, self._cp, self._acct)
+        allowed = affordable(col, qty, price, volume, self._ref, np.array(L.shares),
+                             self._ref_marks, L.cash, self.broker.bars_per_day, self._cp,
+                             self._acct)
         if allowed != qty:
             step, time = self._bar[0], self._bar[1]
             self._event(step, time, "order_shrunk", symbol=self.symbols[col], requested=qty,
                         filled=allowed, price=price, max_leverage=self.max_leverage)
         return allowed
+
+    def _fill_phase(self, prices: Sequence[float]) -> None:
+        """Orders fill at ``prices`` now (the open, or the close in close-fill mode)."""
+        self._ref = np.array(prices, dtype=np.float64)
+        self._ref_marks = np.array(self.ledger.prices)
 
     def _count_armed(self) -> None:
         self._armed = sum(1 for a, b in zip(self.stop_loss, self.take_profit)
