@@ -220,6 +220,24 @@ def test_new_exposure_beyond_the_cash_shrinks_at_the_fill_in_both_engines(daily:
     assert str(loop_err.value).endswith(str(fast_err.value).split(": ", 1)[1].split(": ", 1)[1])
 
 
+def test_a_breach_a_symbol_without_bars_keeps_open_is_logged_every_bar_alike() -> None:
+    """A liquidation cannot close a symbol that has no more bars, so the breach stays and is
+    logged at every open and close with no fill: the kernel's event records must hold them."""
+    n = 40
+    a = np.r_[100.0, 100.0, 100.0, np.full(n - 3, 50.0)]
+    data = MarketData({"A": _bars_from("A", a, np.zeros(n), 1e9),
+                       "B": _bars_from("B", np.full(3, 100.0), np.zeros(3), 1e9)})
+    w = np.full((n, 2), np.nan)
+    w[0] = 1.5
+    config = BacktestConfig.build(symbols=["A", "B"], costs="zero", max_leverage=3.0)
+    loop = run_backtest(config=config, agent=_Rows(w, ["A", "B"]), data=data)
+    fast = run_fast(data=data, weights=w, config=config)
+    _assert_same(loop, fast)
+    liquidations = [r.events[r.events["kind"] == "liquidation"] for r in (loop, fast)]
+    assert len(liquidations[0]) == len(liquidations[1]) > n
+    assert liquidations[0]["step"].tolist() == liquidations[1]["step"].tolist()
+
+
 def test_dual_thrust_restating_some_symbols_runs_on_drifted_books() -> None:
     """Daily Dual Thrust over several symbols restates only the symbols that break out; the
     others keep positions whose weights drifted: the run goes through in both engines."""

@@ -69,7 +69,6 @@ class Account:
 
     def __init__(self, *, symbols: tuple[str, ...], config: AccountConfig) -> None:
         self.symbols = tuple(symbols)
-        self.config = config
         self.costs, self.fill = config.costs, config.fill
         self.lot_size, self.fractional = config.lot_size, config.fractional
         self.allow_short, self.max_leverage = config.allow_short, config.max_leverage
@@ -120,11 +119,10 @@ class Account:
             state["_last_ns"] = None if last is None else int(last.astype("int64"))
         self.__dict__.update(state)
         if "_cp" not in state:  # written before the rules were the compiled core's
-            self.config = AccountConfig(
+            self._cp, self._acct = account_arrays(AccountConfig(
                 costs=self.costs, initial_cash=self.ledger.initial_cash, fill=self.fill,
                 lot_size=self.lot_size, fractional=self.fractional, allow_short=self.allow_short,
-                max_leverage=self.max_leverage, maintenance_margin=self.maintenance_margin)
-            self._cp, self._acct = account_arrays(self.config)
+                max_leverage=self.max_leverage, maintenance_margin=self.maintenance_margin))
             broker = self.broker
             broker._cp, broker._acct = self._cp, self._acct
             broker.bars_per_day = self.costs.bars_per_day or broker.bars_per_day

@@ -820,7 +820,9 @@ def _simulate_one(o: np.ndarray, c: np.ndarray, v: np.ndarray, w: np.ndarray, p:
     o_i, o_f = np.zeros((n_orders + 1, 5), np.int64), np.zeros((n_orders + 1, 3))
     pending = np.full(n, -1, np.int64)
     f_i, f_f = np.zeros((cap_fills, 4), np.int64), np.zeros((cap_fills, 5))
-    n_events = cap_fills + n_orders + 1  # liquidations, shrunk orders, ruin
+    # a liquidation at each open and close (one that cannot close a symbol without bars is
+    # logged again every bar), a shrunk fill per order, the ruin
+    n_events = 2 * t_len + n_orders + 1
     e_i, e_f = np.zeros((n_events, 4), np.int64), np.zeros((n_events, 3))
     status, fail, steps, nf, no, ne = kernel(
         o, c, v, w, elapsed, err_in, cp, acct, hold_on_error, per_step["equity"],

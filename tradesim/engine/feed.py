@@ -32,10 +32,12 @@ def frozen_maker(cls: type[_T]) -> Callable[..., _T]:
     if "__slots__" not in vars(cls):
         raise TypeError(f"frozen_maker needs a slots dataclass; {cls.__qualname__} has no slots")
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]  # a dataclass by contract
-    scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    scope.update({f"_set_{n}": getattr(cls, n).__set__ for n in names})
-    lines = [f"def make({', '.join(names)}):", "    obj = _new(_cls)",
-             *(f"    _set_{n}(obj, {n})" for n in names), "    return obj"]
+    if any(n.startswith("_fm_") for n in names):  # the generated code's own names
+        raise TypeError(f"frozen_maker cannot build {cls.__qualname__}: a field starts with _fm_")
+    scope: dict[str, Any] = {"_fm_new": object.__new__, "_fm_cls": cls}
+    scope.update({f"_fm_set_{n}": getattr(cls, n).__set__ for n in names})
+    lines = [f"def make({', '.join(names)}):", "    _fm_obj = _fm_new(_fm_cls)",
+             *(f"    _fm_set_{n}(_fm_obj, {n})" for n in names), "    return _fm_obj"]
     # as dataclasses writes __init__: one unrolled function (named for profiles and tracebacks)
     exec(compile("\n".join(lines), f"<frozen_maker {cls.__qualname__}>", "exec"), scope)
     make: Callable[..., _T] = scope["make"]
